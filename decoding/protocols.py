@@ -1,0 +1,88 @@
+"""The contracts between the engine and the models.
+
+Any `torch.nn.Module` (or plain object) that has these attributes and methods can be plugged
+into `decoding.Coordinator` and the guides; nothing in `decoding` imports a concrete model.
+
+Conventions
+-----------
+* Real tokens are ``0 .. vocab_size-1``; a denoiser's ``mask_id`` lies outside that range
+  (usually ``vocab_size``). AR models never see the mask id.
+* Time ``t`` is the diffusion time in ``[0, 1]`` (1 = fully masked), one value per row.
+* All log-probabilities are natural-log, normalised over the ``vocab_size`` real tokens.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+from torch import Tensor
+
+
+@runtime_checkable
+class Denoiser(Protocol):
+    """A masked diffusion model seen as per-position marginals.
+
+    Attributes:
+        vocab_size: V, the number of real tokens.
+        mask_id: the id of the MASK state (outside ``0..V-1``).
+        supports_causal: whether ``log_probs(..., causal=True)`` is available.
+        max_length: longest sequence the model accepts (``None``: unbounded).
+    """
+
+    vocab_size: int
+    mask_id: int
+    supports_causal: bool
+
+    def log_probs(self, x: Tensor, t: Tensor, causal: bool = False) -> Tensor:
+        """Marginals of the clean sequence given the noisy one.
+
+        Args:
+            x: (B, L) long, real tokens or ``mask_id``.
+            t: (B,) float diffusion time.
+            causal: if True, position i may only look at ``x[:, :i]`` (prefix-only context,
+                as DCD needs: log p(x0_i | x_t^{<i})).
+
+        Returns:
+            (B, L, V) float log p(x0_i = v | x). Rows at unmasked positions are unused.
+        """
+        ...
+
+
+@runtime_checkable
+class ARModel(Protocol):
+    """An autoregressive model over the same real tokens as the denoiser.
+
+    Batch API: ``log_probs(x)`` scores whole sequences. Incremental API: ``start`` opens a
+    cache holding only the model's own beginning-of-sequence context, ``extend`` feeds tokens,
+    ``crop`` forgets the tail, ``reorder`` selects or repeats batch rows.
+    """
+
+    vocab_size: int
+
+    def log_probs(self, x: Tensor) -> Tensor:
+        """(B, L) long -> (B, L, V) float; row i is log p(x_i | x_<i), row 0 is given BOS."""
+        ...
+
+    def start(self, batch_size: int) -> tuple[Tensor, Any]:
+        """Open a cache: returns (log p(x_0 | BOS) of shape (B, V), cache with length 0)."""
+        ...
+
+    def extend(self, cache: Any, tokens: Tensor) -> Tensor:
+        """Feed (B, n) tokens after the cached ones (updating the cache in place).
+
+        Returns (B, n, V): row j is log p(next token | cached context, tokens[:, :j+1]).
+        """
+        ...
+
+    def crop(self, cache: Any, length: int) -> None:
+        """Keep only the first ``length`` fed tokens (BOS context excluded)."""
+        ...
+
+    def reorder(self, cache: Any, index: Tensor) -> None:
+        """Replace the cache's batch rows by ``rows[index]``; ``index`` (B',) long."""
+        ...
+
+
+def cache_length(cache: Any) -> int:
+    """Number of tokens fed into an AR cache (every cache carries a ``length`` attribute)."""
+    return int(cache.length)
