@@ -1,0 +1,231 @@
+"""The Coordinator: owns the denoising loop and every model call.
+
+One step = (1) the denoiser's marginals, (2) a guide's joint draft of values, (3) a strategy's
+choice of positions to commit (and remask). When the strategy's choice does not depend on the
+values (ancestral, left-to-right, ReMDM), it is asked first, only the chosen positions are
+drafted, and a step that chooses nothing costs no forward at all.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from decoding.guides.independent import Independent
+from decoding.sampling import Marginals
+from decoding.schedules import LogLinear, Schedule
+from decoding.strategies.base import Strategy
+from decoding.types import (
+    Draft,
+    GenerationResult,
+    GuideContext,
+    Selection,
+    StepInfo,
+    StepRecord,
+    StepState,
+)
+
+
+def _model_device(model) -> torch.device:
+    if isinstance(model, torch.nn.Module):
+        for tensor in list(model.parameters()) + list(model.buffers()):
+            return tensor.device
+    return torch.device(getattr(model, "device", "cpu"))
+
+
+class _Batch:
+    """Per-batch memo of the last denoiser call, so an unchanged x costs no new forward."""
+
+    def __init__(self, coordinator: Coordinator, x: Tensor):
+        self.c = coordinator
+        self.free = x == coordinator.mask_id
+        self.forwards = 0
+        self._memo: dict[bool, tuple[Tensor, float, Tensor]] = {}
+
+    def log_probs(self, x: Tensor, t: float, causal: bool = False) -> Tensor:
+        memo = self._memo.get(causal)
+        if memo is not None and torch.equal(memo[0], x) and (
+            memo[1] == t or not self.c.time_conditioned
+        ):
+            return memo[2]
+        t_vec = torch.full((x.shape[0],), t, dtype=torch.float32, device=x.device)
+        lp = self.c.denoiser.log_probs(x, t_vec, causal=causal)
+        expected = (*x.shape, self.c.vocab_size)
+        if tuple(lp.shape) != expected:
+            raise ValueError(f"denoiser returned shape {tuple(lp.shape)}, expected {expected}")
+        self.forwards += 1
+        self._memo[causal] = (x.clone(), t, lp)
+        return lp
+
+
+class Coordinator:
+    """Generate with a denoiser, a step strategy and a guide.
+
+    Args:
+        denoiser: satisfies ``decoding.protocols.Denoiser``.
+        strategy: a ``decoding.strategies`` object (which positions to commit).
+        guide: which values to propose (default ``Independent``: the plain parallel step).
+        schedule: noise schedule (default log-linear, as SEDD/MDLM).
+        temperature, top_p: transforms of the marginals before any draw (nucleus as ReMDM).
+    """
+
+    def __init__(self, denoiser, strategy: Strategy, guide=None, schedule: Schedule | None = None,
+                 temperature: float = 1.0, top_p: float = 1.0):
+        for attr in ("vocab_size", "mask_id", "log_probs"):
+            if not hasattr(denoiser, attr):
+                raise TypeError(f"denoiser lacks `{attr}` (see decoding.protocols.Denoiser)")
+        if 0 <= denoiser.mask_id < denoiser.vocab_size:
+            raise ValueError(f"mask_id {denoiser.mask_id} lies inside the real vocabulary "
+                             f"0..{denoiser.vocab_size - 1}")
+        Marginals(torch.zeros(1, 1, 1), temperature, top_p)  # validates the transforms
+        self.denoiser, self.strategy = denoiser, strategy
+        self.guide = guide if guide is not None else Independent()
+        self.schedule = schedule if schedule is not None else LogLinear()
+        self.temperature, self.top_p = temperature, top_p
+        self.vocab_size, self.mask_id = denoiser.vocab_size, denoiser.mask_id
+        self.time_conditioned = bool(getattr(denoiser, "time_conditioned", True))
+        self.guide.check(denoiser)
+
+    def _prompt(self, prompt: Tensor | None, n: int, length: int) -> Tensor:
+        if prompt is None:
+            return torch.full((n, length), self.mask_id, dtype=torch.long)
+        prompt = torch.as_tensor(prompt).cpu()
+        if prompt.dtype not in (torch.long, torch.int32, torch.int64):
+            raise TypeError(f"prompt must hold integer token ids, got {prompt.dtype}")
+        prompt = prompt.long()
+        if prompt.dim() == 1:
+            prompt = prompt.expand(n, -1)
+        if prompt.dim() != 2 or tuple(prompt.shape) != (n, length):
+            raise ValueError(f"prompt must have shape ({length},) or ({n}, {length}), "
+                             f"got {tuple(prompt.shape)}")
+        bad = ((prompt < 0) | (prompt >= self.vocab_size)) & (prompt != self.mask_id)
+        if bad.any():
+            raise ValueError(f"prompt holds ids outside 0..{self.vocab_size - 1} that are not "
+                             f"the mask id {self.mask_id}: {prompt[bad][:5].tolist()}")
+        return prompt.clone()
+
+    def _validate(self, num_samples: int, length: int, steps: int, batch_size: int | None):
+        for name, value in (("num_samples", num_samples), ("length", length), ("steps", steps)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        max_len = getattr(self.denoiser, "max_length", None)
+        if max_len is not None and length > max_len:
+            raise ValueError(f"length {length} exceeds the denoiser's maximum {max_len}")
+        self.strategy.check(steps, length)
+
+    def generate(self, num_samples: int, length: int, steps: int, *,
+                 generator: torch.Generator | None = None, prompt: Tensor | None = None,
+                 batch_size: int | None = None, progress: bool = False) -> GenerationResult:
+        """Draw ``num_samples`` sequences of ``length`` tokens in ``steps`` denoising steps.
+
+        ``prompt`` (L,) or (N, L) long holds the mask id where tokens are generated; every
+        other position is clamped. Returns tokens (N, L) on the CPU, forward counts and a trace.
+        """
+        self._validate(num_samples, length, steps, batch_size)
+        rows = self._prompt(prompt, num_samples, length)
+        device = _model_device(self.denoiser)
+        if generator is None:
+            generator = torch.Generator(device).manual_seed(int(torch.randint(2**62, ()).item()))
+        if generator.device.type != device.type:
+            raise ValueError(f"generator is on {generator.device}, the denoiser on {device}")
+        times = self.schedule.times(steps)
+        infos = [StepInfo(j, steps, times[j], times[j + 1], self.schedule) for j in range(steps)]
+        trace = [StepRecord(i.index, i.t, i.s) for i in infos]
+        ess_sums = [[0.0, 0] for _ in infos]
+        nfe = {"denoiser": 0, "ar_forwards": 0, "ar_tokens": 0}
+        bs = batch_size or num_samples
+        starts = range(0, num_samples, bs)
+        out = []
+        bar = tqdm(total=len(starts) * steps, disable=not progress, desc="denoising")
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            for start in starts:
+                x = rows[start : start + bs].to(device)
+                out.append(self._run(x, infos, generator, trace, ess_sums, nfe, bar).cpu())
+        bar.close()
+        for rec, (total, count) in zip(trace, ess_sums):
+            rec.ess = total / count if count else None
+        return GenerationResult(tokens=torch.cat(out), nfe=nfe, trace=trace,
+                                seconds=time.perf_counter() - t0, num_batches=len(starts))
+
+    def _run(self, x, infos, generator, trace, ess_sums, nfe, bar) -> Tensor:
+        batch = _Batch(self, x)
+        clamped = x.clone()
+        confidence = torch.zeros(x.shape, dtype=torch.float64, device=x.device)
+        if hasattr(self.guide, "start"):
+            self.guide.start(x)
+        for info, rec in zip(infos, trace):
+            t0 = time.perf_counter()
+            forwards_before = batch.forwards
+            masked = x == self.mask_id
+            if masked.any() or self.strategy.remasks:
+                state = StepState(x=x, masked=masked, free=batch.free, confidence=confidence)
+                sel, draft = self._step(batch, info, state, generator)
+                x, confidence = self._apply(x, masked, batch.free, confidence, sel, draft, rec)
+                if draft is not None:
+                    nfe["ar_forwards"] += draft.ar_forwards
+                    nfe["ar_tokens"] += draft.ar_tokens
+                    if draft.ess is not None:
+                        ess_sums[info.index][0] += float(draft.ess.sum())
+                        ess_sums[info.index][1] += draft.ess.numel()
+            rec.denoiser_forwards += batch.forwards - forwards_before
+            rec.seconds += time.perf_counter() - t0
+            bar.update(1)
+        nfe["denoiser"] += batch.forwards
+        if (x == self.mask_id).any():
+            raise RuntimeError(f"{type(self.strategy).__name__} left masked positions after the "
+                               "last step")
+        if not torch.equal(x[~batch.free], clamped[~batch.free]):
+            raise RuntimeError("a clamped prompt position was changed")
+        return x
+
+    def _step(self, batch: _Batch, info: StepInfo, state: StepState, generator):
+        """Ask the strategy and the guide, in the order the strategy needs."""
+        if self.strategy.needs_draft:
+            region = self.strategy.draft_region(info, state)
+            state.marginals = self._marginals(batch, state.x, info)
+            draft = self._propose(batch, info, state, region, generator)
+            state.draft, state.draft_log_q = draft.tokens, draft.log_q
+            return self.strategy.select(info, state, generator), draft
+        sel = self.strategy.select(info, state, generator)
+        if not sel.reveal.any():
+            return sel, None
+        state.marginals = self._marginals(batch, state.x, info)
+        return sel, self._propose(batch, info, state, sel.reveal, generator)
+
+    def _marginals(self, batch: _Batch, x: Tensor, info: StepInfo) -> Marginals:
+        return Marginals(batch.log_probs(x, info.t), self.temperature, self.top_p)
+
+    def _propose(self, batch, info, state, request, generator) -> Draft:
+        ctx = GuideContext(x=state.x, masked=state.masked, request=request,
+                           marginals=state.marginals, info=info,
+                           causal_log_probs=lambda: batch.log_probs(state.x, info.t, causal=True))
+        draft = self.guide.propose(ctx, generator)
+        values = draft.tokens[request]
+        if ((values < 0) | (values >= self.vocab_size)).any():
+            raise RuntimeError(f"{type(self.guide).__name__} proposed ids outside the vocabulary")
+        if draft.log_q is None:
+            draft.log_q = state.marginals.log_prob(draft.tokens, request)
+        return draft
+
+    def _apply(self, x, masked, free, confidence, sel: Selection, draft, rec: StepRecord):
+        reveal = sel.reveal
+        if (reveal & ~masked).any():
+            raise RuntimeError(f"{type(self.strategy).__name__} revealed unmasked positions")
+        if draft is not None:
+            x = torch.where(reveal, draft.tokens, x)
+            confidence = torch.where(reveal, draft.log_q.exp(), confidence)
+        rec.revealed += int(reveal.sum())
+        if sel.remask is not None:
+            remask = sel.remask & free & ~masked
+            x = x.masked_fill(remask, self.mask_id)
+            confidence = confidence.masked_fill(remask, 0.0)
+            rec.remasked += int(remask.sum())
+        if sel.fill is not None:
+            x = x.masked_fill(sel.fill & free & (x == self.mask_id), sel.fill_value)
+        return x, confidence

@@ -1,0 +1,24 @@
+"""The Guide protocol."""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import torch
+
+from decoding.types import Draft, GuideContext
+
+
+@runtime_checkable
+class Guide(Protocol):
+    """Proposes joint values for masked positions (Independent, EDLM energy, DCD copula).
+
+    ``check(denoiser)`` runs once when a Coordinator is built and raises on incompatibility
+    (vocabulary mismatch, no causal mode...). ``propose`` must return values for at least the
+    requested positions and use only ``generator`` for randomness. An optional
+    ``start(x)`` hook is called with the initial (B, L) tokens at the start of every batch.
+    """
+
+    def check(self, denoiser) -> None: ...
+
+    def propose(self, ctx: GuideContext, generator: torch.Generator) -> Draft: ...

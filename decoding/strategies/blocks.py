@@ -1,0 +1,92 @@
+"""Semi-autoregressive blocks (Arriola et al. 2025, BD3-LM; Nie et al. 2025, LLaDA).
+
+The sequence is split into blocks of ``block_length`` positions, generated left to right; the
+steps are shared out over the blocks (earlier blocks get the remainder), and inside the
+current block an inner strategy runs with its own local time grid from 1 to 0. With
+``stop_at_eos``, once a finished block holds an end-of-sequence token, every position after
+the first one is filled with that token and never generated (variable-length output).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from decoding.strategies.ancestral import Ancestral
+from decoding.strategies.base import Strategy
+from decoding.types import Selection, StepInfo, StepState
+
+
+class Blocks(Strategy):
+    """Run ``inner`` block by block, left to right."""
+
+    def __init__(self, block_length: int, inner: Strategy | None = None,
+                 stop_at_eos: bool = False, eos_id: int | None = None):
+        if block_length < 1:
+            raise ValueError(f"block_length must be >= 1, got {block_length}")
+        if stop_at_eos and eos_id is None:
+            raise ValueError("Blocks(stop_at_eos=True) needs eos_id (from the tokenizer)")
+        self.block_length = block_length
+        self.inner = inner if inner is not None else Ancestral()
+        self.stop_at_eos, self.eos_id = stop_at_eos, eos_id
+        self.needs_draft = self.inner.needs_draft
+        self.remasks = self.inner.remasks
+
+    def num_blocks(self, length: int) -> int:
+        return -(-length // self.block_length)
+
+    def check(self, steps: int, length: int) -> None:
+        nb = self.num_blocks(length)
+        if steps < nb:
+            raise ValueError(f"Blocks needs at least one step per block: {nb} blocks of "
+                             f"{self.block_length} for length {length}, but steps={steps}")
+        self.inner.check(-(-steps // nb), min(self.block_length, length))
+
+    def _locate(self, info: StepInfo, length: int) -> tuple[int, StepInfo]:
+        """Block of this step and the step's place on that block's own time grid."""
+        nb = self.num_blocks(length)
+        base, extra = divmod(info.num_steps, nb)
+        sizes = [base + (b < extra) for b in range(nb)]
+        start = 0
+        for b, n in enumerate(sizes):
+            if info.index < start + n:
+                j = info.index - start
+                return b, StepInfo(j, n, 1.0 - j / n, 1.0 - (j + 1) / n, info.schedule)
+            start += n
+        raise ValueError(f"step {info.index} is past the last block")
+
+    def _after_eos(self, state: StepState, done_until: int) -> torch.Tensor:
+        """(B, L) bool: masked positions after a row's first EOS in its finished blocks."""
+        L = state.x.shape[1]
+        pos = torch.arange(L, device=state.x.device)
+        is_eos = (state.x == self.eos_id) & state.free & (pos < done_until)
+        first = torch.where(is_eos.any(dim=1), is_eos.float().argmax(dim=1), L)
+        return state.masked & (pos[None, :] > first[:, None])
+
+    def draft_region(self, info: StepInfo, state: StepState) -> torch.Tensor:
+        b, _ = self._locate(info, state.x.shape[1])
+        region = state.masked & self._in_block(b, state)
+        if self.stop_at_eos:
+            region &= ~self._after_eos(state, b * self.block_length)
+        return region
+
+    def _in_block(self, b: int, state: StepState) -> torch.Tensor:
+        pos = torch.arange(state.x.shape[1], device=state.x.device)
+        lo = b * self.block_length
+        return ((pos >= lo) & (pos < lo + self.block_length)).expand_as(state.masked)
+
+    def select(self, info: StepInfo, state: StepState, generator: torch.Generator) -> Selection:
+        b, local = self._locate(info, state.x.shape[1])
+        fill = None
+        masked = state.masked
+        if self.stop_at_eos:
+            fill = self._after_eos(state, b * self.block_length)
+            masked = masked & ~fill
+        in_block = self._in_block(b, state)
+        inner_state = StepState(
+            x=state.x, masked=masked & in_block, free=state.free & in_block,
+            confidence=state.confidence, marginals=state.marginals, draft=state.draft,
+            draft_log_q=state.draft_log_q)
+        sel = self.inner.select(local, inner_state, generator)
+        remask = None if sel.remask is None else sel.remask & in_block
+        return Selection(reveal=sel.reveal & in_block, remask=remask, fill=fill,
+                         fill_value=self.eos_id if fill is not None else None)

@@ -1,0 +1,151 @@
+"""The small dataclasses that flow between the Coordinator, guides and strategies."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from decoding.sampling import Marginals
+from decoding.schedules import Schedule
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    """Where a step sits on the time grid: it moves from time ``t`` to time ``s < t``."""
+
+    index: int
+    num_steps: int
+    t: float
+    s: float
+    schedule: Schedule
+
+    @property
+    def alpha_t(self) -> float:
+        return self.schedule.alpha(self.t)
+
+    @property
+    def alpha_s(self) -> float:
+        return self.schedule.alpha(self.s)
+
+    @property
+    def is_last(self) -> bool:
+        return self.index == self.num_steps - 1
+
+
+@dataclass
+class StepState:
+    """What a strategy may look at (tensors only; a strategy never calls a model).
+
+    Attributes:
+        x: (B, L) long, current tokens (``mask_id`` where masked).
+        masked: (B, L) bool, positions masked now.
+        free: (B, L) bool, positions the sampler generates (False: clamped prompt/infill).
+        confidence: (B, L) float64, q(token) at the time each position was decoded (0 if never).
+        marginals: the step's proposal marginals, or None when the strategy asked before the
+            denoiser ran (value-independent strategies).
+        draft: (B, L) long drafted values at masked positions, when the strategy needs them.
+        draft_log_q: (B, L) float64 log q(draft) under the marginals, when drafted.
+    """
+
+    x: Tensor
+    masked: Tensor
+    free: Tensor
+    confidence: Tensor
+    marginals: Marginals | None = None
+    draft: Tensor | None = None
+    draft_log_q: Tensor | None = None
+
+
+@dataclass
+class Selection:
+    """A strategy's answer: which masked positions to reveal, which decoded ones to remask.
+
+    ``fill`` (optional, (B, L) bool) marks positions to set to ``fill_value`` without drafting
+    (used to pad after an end-of-sequence token).
+    """
+
+    reveal: Tensor
+    remask: Tensor | None = None
+    fill: Tensor | None = None
+    fill_value: int | None = None
+
+
+@dataclass
+class GuideContext:
+    """What a guide receives for one step.
+
+    Attributes:
+        x: (B, L) long current tokens; masked: (B, L) bool.
+        request: (B, L) bool, masked positions whose values are needed this step.
+        marginals: the step's proposal q(x0_i | x_t).
+        info: the step's place on the time grid.
+        causal_log_probs: call to get the denoiser's prefix-only log-probs (B, L, V) for the
+            current x (computed once, on demand, and counted by the Coordinator).
+    """
+
+    x: Tensor
+    masked: Tensor
+    request: Tensor
+    marginals: Marginals
+    info: StepInfo
+    causal_log_probs: Callable[[], Tensor]
+
+
+@dataclass
+class Draft:
+    """A guide's proposal: values for (at least) the requested positions.
+
+    Attributes:
+        tokens: (B, L) long; equals x outside the drafted positions.
+        log_q: (B, L) float64 log q(token) under the step's marginals at drafted positions
+            (the Coordinator computes it when a guide leaves it None).
+        ess: (B,) float effective sample size of an importance-resampling guide, else None.
+        ar_forwards / ar_tokens: AR model calls made, and token positions they processed.
+    """
+
+    tokens: Tensor
+    log_q: Tensor | None = None
+    ess: Tensor | None = None
+    ar_forwards: int = 0
+    ar_tokens: int = 0
+
+
+@dataclass
+class StepRecord:
+    """Per-step trace, summed over batches (``ess`` averaged over rows when a guide gives it)."""
+
+    index: int
+    t: float
+    s: float
+    revealed: int = 0
+    remasked: int = 0
+    seconds: float = 0.0
+    denoiser_forwards: int = 0
+    ess: float | None = None
+
+
+@dataclass
+class GenerationResult:
+    """Output of ``Coordinator.generate``.
+
+    Attributes:
+        tokens: (N, L) long, no mask left.
+        nfe: {"denoiser": forwards, "ar_forwards": calls, "ar_tokens": positions}, summed over
+            all batches (a forward on a batch counts once).
+        trace: one ``StepRecord`` per step.
+        seconds: wall-clock of the whole generation.
+        num_batches: how many batches the samples were generated in.
+    """
+
+    tokens: Tensor
+    nfe: dict[str, int]
+    trace: list[StepRecord] = field(default_factory=list)
+    seconds: float = 0.0
+    num_batches: int = 1
+
+    def to(self, device: torch.device | str) -> GenerationResult:
+        self.tokens = self.tokens.to(device)
+        return self
