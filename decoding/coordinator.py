@@ -227,5 +227,5 @@ class Coordinator:
             confidence = confidence.masked_fill(remask, 0.0)
             rec.remasked += int(remask.sum())
         if sel.fill is not None:
-            x = x.masked_fill(sel.fill & free & (x == self.mask_id), sel.fill_value)
+            x = x.masked_fill(sel.fill & free, sel.fill_value)
         return x, confidence

@@ -40,7 +40,7 @@ def reveal_counts(info: StepInfo, state: StepState) -> Tensor:
     now (not from the step index) keeps the totals exact and lets the last step reveal all.
     """
     n_free = state.free.sum(dim=1).to(torch.float64)
-    keep = torch.round(n_free * (1.0 - info.schedule.revealed_fraction(info.s))).long()
+    keep = torch.floor(n_free * (1.0 - info.schedule.revealed_fraction(info.s)) + 0.5).long()
     n_masked = state.masked.sum(dim=1)
     if info.is_last:
         return n_masked

@@ -4,7 +4,8 @@ The sequence is split into blocks of ``block_length`` positions, generated left 
 steps are shared out over the blocks (earlier blocks get the remainder), and inside the
 current block an inner strategy runs with its own local time grid from 1 to 0. With
 ``stop_at_eos``, once a finished block holds an end-of-sequence token, every position after
-the first one is filled with that token and never generated (variable-length output).
+the first one is overwritten with that token and never generated (variable-length output;
+an EOS drawn in the last block is left as drawn: metrics count up to the first EOS).
 """
 
 from __future__ import annotations
@@ -55,12 +56,12 @@ class Blocks(Strategy):
         raise ValueError(f"step {info.index} is past the last block")
 
     def _after_eos(self, state: StepState, done_until: int) -> torch.Tensor:
-        """(B, L) bool: masked positions after a row's first EOS in its finished blocks."""
+        """(B, L) bool: generated positions after a row's first EOS in its finished blocks."""
         L = state.x.shape[1]
         pos = torch.arange(L, device=state.x.device)
         is_eos = (state.x == self.eos_id) & state.free & (pos < done_until)
         first = torch.where(is_eos.any(dim=1), is_eos.float().argmax(dim=1), L)
-        return state.masked & (pos[None, :] > first[:, None])
+        return state.free & (pos[None, :] > first[:, None])
 
     def draft_region(self, info: StepInfo, state: StepState) -> torch.Tensor:
         b, _ = self._locate(info, state.x.shape[1])

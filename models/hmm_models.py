@@ -1,0 +1,136 @@
+"""The HMM oracle seen through the engine's protocols (``decoding.protocols``).
+
+``HMMDenoiser`` is the exact masked-diffusion denoiser of the HMM language and
+``HMMAutoregressive`` its exact autoregressive model, so samplers built from them can be tested
+against the true joint by enumeration. Both compute in float64 and return float32, like a network.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from models.hmm import HMM
+
+
+class HMMDenoiser(torch.nn.Module):
+    """Exact denoiser: log p(x0_i | unmasked positions of x) from forward-backward.
+
+    Attributes follow ``decoding.protocols.Denoiser``; ``mask_id = V``. The exact marginals depend
+    on the mask pattern only, not on the diffusion time, hence ``time_conditioned = False`` (the
+    engine may then skip a forward when x is unchanged).
+    """
+
+    supports_causal = True
+    time_conditioned = False
+    tokenizer = None
+
+    def __init__(self, hmm: HMM):
+        super().__init__()
+        self.hmm = hmm
+        self.vocab_size = hmm.vocab_size
+        self.mask_id = hmm.mask_id
+        self.max_length = hmm.length
+
+    def log_probs(self, x: Tensor, t: Tensor | None = None, causal: bool = False) -> Tensor:
+        """Per-position marginals.
+
+        Args:
+            x: (B, L') long, real tokens or ``mask_id``; L' <= ``max_length`` (a shorter x is the
+                HMM's first L' positions).
+            t: (B,) diffusion time, ignored.
+            causal: if True, position i conditions only on the unmasked positions before i.
+
+        Returns:
+            (B, L', V) float32 log-probabilities; rows at unmasked positions are log one-hot.
+        """
+        out = self.hmm.causal_marginals(x) if causal else self.hmm.masked_marginals(x)
+        return out.float()
+
+    def forward(self, x: Tensor, t: Tensor | None = None, causal: bool = False) -> Tensor:
+        return self.log_probs(x, t, causal)
+
+
+class HMMCache:
+    """Incremental state of ``HMMAutoregressive``.
+
+    ``filters``: (B, length + 1, H) float64; ``filters[:, k]`` is p(h_k | first k fed tokens).
+    Keeping every prefix's filter makes ``crop`` an exact slice.
+    """
+
+    def __init__(self, filters: Tensor, device: torch.device):
+        self.filters = filters
+        self.device = device  # where the caller's tensors live; results are returned there
+
+    @property
+    def length(self) -> int:
+        return self.filters.shape[1] - 1
+
+    @property
+    def batch_size(self) -> int:
+        return self.filters.shape[0]
+
+
+class HMMAutoregressive(torch.nn.Module):
+    """Exact autoregressive model of the HMM language (``decoding.protocols.ARModel``).
+
+    Row 0 is p(x_0) (the HMM needs no BOS token). Ids outside ``[0, V)``, such as a mask id, raise
+    ``ValueError``. At most ``hmm.length`` tokens can be fed to a cache; the prediction after the
+    last one is the chain's natural continuation to position L.
+    """
+
+    tokenizer = None
+
+    def __init__(self, hmm: HMM):
+        super().__init__()
+        self.hmm = hmm
+        self.vocab_size = hmm.vocab_size
+        self.max_length = hmm.length
+
+    def log_probs(self, x: Tensor) -> Tensor:
+        """(B, L') long real tokens -> (B, L', V) float32; row i = log p(x_i | x_<i)."""
+        return self.hmm.ar_log_probs(x).float()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.log_probs(x)
+
+    def start(self, batch_size: int, device: torch.device | str = "cpu") -> tuple[Tensor, HMMCache]:
+        """Open a cache of length 0: returns ((B, V) float32 log p(x_0), cache)."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        filters = self.hmm.initial.expand(batch_size, 1, -1).clone()
+        cache = HMMCache(filters, torch.device(device))
+        return self.hmm.predict(filters[:, 0]).float().to(cache.device), cache
+
+    def extend(self, cache: HMMCache, tokens: Tensor) -> Tensor:
+        """Feed (B, n) real tokens; returns (B, n, V) float32, row j = log p(next | all fed)."""
+        if tokens.dim() != 2 or tokens.shape[0] != cache.batch_size:
+            raise ValueError(f"tokens must be ({cache.batch_size}, n), got {tuple(tokens.shape)}")
+        n = tokens.shape[1]
+        if cache.length + n > self.hmm.length:
+            raise ValueError(f"cannot feed {n} tokens after {cache.length}: the HMM has length "
+                             f"{self.hmm.length}")
+        if n and (tokens.min() < 0 or tokens.max() >= self.vocab_size):
+            raise ValueError(f"AR tokens must be real ids in [0, {self.vocab_size}), got "
+                             f"[{tokens.min()}, {tokens.max()}] (a mask id cannot be fed)")
+        cache.device = tokens.device
+        lik = self.hmm.emission.T[tokens.long().cpu()]  # (B, n, H)
+        pred, new = cache.filters[:, -1], []
+        for j in range(n):
+            pred, _ = self.hmm.step(pred, lik[:, j])
+            new.append(pred)
+        if not new:
+            return torch.empty(cache.batch_size, 0, self.vocab_size, device=tokens.device)
+        new = torch.stack(new, 1)
+        cache.filters = torch.cat([cache.filters, new], 1)
+        return self.hmm.predict(new).float().to(tokens.device)
+
+    def crop(self, cache: HMMCache, length: int) -> None:
+        """Keep only the first ``length`` fed tokens (0 <= length <= cache.length)."""
+        if not 0 <= length <= cache.length:
+            raise ValueError(f"crop length {length} outside 0..{cache.length}")
+        cache.filters = cache.filters[:, : length + 1]
+
+    def reorder(self, cache: HMMCache, index: Tensor) -> None:
+        """Replace the cache's rows by ``rows[index]``; ``index`` (B',) long (may repeat)."""
+        cache.filters = cache.filters[index.long().cpu()]
