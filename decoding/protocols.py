@@ -86,3 +86,19 @@ class ARModel(Protocol):
 def cache_length(cache: Any) -> int:
     """Number of tokens fed into an AR cache (every cache carries a ``length`` attribute)."""
     return int(cache.length)
+
+
+def check_vocabularies(denoiser: Denoiser, ar: ARModel) -> None:
+    """Fail loudly unless the AR model scores exactly the denoiser's real tokens.
+
+    (The full tokenizer check, with probe strings, is ``models.check_shared_tokenizer``.)
+    """
+    for model, name in ((denoiser, "denoiser"), (ar, "AR model")):
+        if not hasattr(model, "vocab_size"):
+            raise TypeError(f"the {name} lacks `vocab_size`")
+    if ar.vocab_size != denoiser.vocab_size:
+        raise ValueError(f"vocabulary mismatch: the denoiser has {denoiser.vocab_size} real "
+                         f"tokens, the AR model {ar.vocab_size}; they must share a tokenizer")
+    if 0 <= denoiser.mask_id < ar.vocab_size:
+        raise ValueError(f"the denoiser's mask id {denoiser.mask_id} lies inside the AR "
+                         f"vocabulary (0..{ar.vocab_size - 1})")

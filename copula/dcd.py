@@ -1,0 +1,55 @@
+"""DCD: the AR model as a copula over the denoiser's marginals (Liu et al. 2025).
+
+Every requested masked position, and every masked position before it (the AR model needs them
+as context), is drafted left to right from p_AR(· | x̃_<i) tilted by the denoiser's
+bidirectional/causal log-ratio (see ``copula.draft``); clamped and revealed positions are kept.
+The strategy then commits some of the drafted values:
+
+* with ``LeftToRight``, each step commits the next block and the AR cache persists across
+  steps: DCD's autoregressive variant (2 denoiser forwards per step, L AR tokens in total);
+* with ``Ancestral``, each step redrafts and reveals a random subset: the chunked variant.
+
+The one-coordinate copula step is an approximation of the true joint (it is exact when the
+denoiser's marginals are already the AR model's); ``copula.CopulaISGuide`` corrects it.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from copula.draft import CopulaDrafter
+from decoding.protocols import check_vocabularies
+from decoding.types import Draft, GuideContext
+
+
+def last_needed(request: torch.Tensor) -> int:
+    """One past the rightmost requested position over the batch (0 when none)."""
+    cols = request.any(dim=0).nonzero()
+    return int(cols[-1]) + 1 if cols.numel() else 0
+
+
+class CopulaGuide:
+    """Draft masked positions left to right from the AR model tilted by the denoiser.
+
+    Args:
+        ar: AR model sharing the denoiser's tokenizer (``decoding.protocols.ARModel``).
+        beta: weight of the log-ratio V (1 for text, as in the paper).
+    """
+
+    def __init__(self, ar, beta: float = 1.0):
+        self.ar, self.beta = ar, beta
+        self.drafter = CopulaDrafter(ar, beta)
+
+    def check(self, denoiser) -> None:
+        check_vocabularies(denoiser, self.ar)
+        if not getattr(denoiser, "supports_causal", False):
+            raise ValueError(f"{type(self).__name__} needs a denoiser with a causal (prefix-only) "
+                             "mode: log_probs(x, t, causal=True); this one has supports_causal="
+                             "False")
+
+    def start(self, x: torch.Tensor) -> None:
+        self.drafter.reset()
+
+    def propose(self, ctx: GuideContext, generator: torch.Generator) -> Draft:
+        out = self.drafter.draft(ctx, last_needed(ctx.request), generator)
+        return Draft(tokens=out.tokens, ar_forwards=out.ar_forwards, ar_tokens=out.ar_tokens)

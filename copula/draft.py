@@ -1,0 +1,139 @@
+"""Left-to-right copula drafting with an AR cache kept across steps (DCD, Liu et al. 2025).
+
+Masked position i is drawn from the AR model tilted by the denoiser's log-ratio (DCD eq. 9):
+
+    r_i(c) ∝ p_AR(c | x̃_<i) · exp(β · V[i, c]),
+    V[i, c] = log p_dm(c | x_t) - log p_dm(c | x_t^{<i}),
+
+the bidirectional marginal over the prefix-only (causal) one: V carries what the suffix says
+about position i, which the AR model cannot see. Known positions are fed as they are.
+
+The cache holds the tokens fed so far. At each step it is cut back to the longest prefix that
+is still known in every row and unchanged, so with left-to-right unmasking nothing is ever fed
+twice and the AR model decodes L tokens in total.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from decoding.sampling import inverse_cdf
+from decoding.types import GuideContext
+
+LOG_FLOOR = -69.0  # log(1e-30): a causal log-prob of -inf must not turn V into +inf
+
+
+@dataclass
+class DraftOut:
+    """Drafts of shape (B*K, L) (row b*K+j is candidate j of row b), with per-row sums of the
+    draft's log-probability (log_r) and of the AR log-likelihood (log_ar) from the first
+    position that differs between candidates onwards; counts of AR calls and positions fed."""
+
+    tokens: Tensor
+    log_r: Tensor
+    log_ar: Tensor
+    ar_forwards: int
+    ar_tokens: int
+
+
+class CopulaDrafter:
+    """Owns the AR cache of one batch; ``reset`` at the start of every batch."""
+
+    def __init__(self, ar, beta: float = 1.0):
+        self.ar, self.beta = ar, beta
+        self.reset()
+
+    def reset(self) -> None:
+        self.cache, self.fed, self.nxt = None, None, None
+
+    def _position(self, x: Tensor, masked: Tensor) -> tuple[int, int]:
+        """Cut the cache back to the still-valid prefix; returns (prefix length, AR calls)."""
+        B, L = x.shape
+        calls = 0
+        if self.cache is not None and self.fed.shape[0] == B:
+            n = self.fed.shape[1]
+            ok = (~masked[:, :n] & (x[:, :n] == self.fed)).all(dim=0)
+            p = int(ok.long().cumprod(0).sum()) if n else 0
+        else:
+            self.cache, p = None, 0
+        if self.cache is not None and p == self.fed.shape[1]:
+            return p, calls
+        if p == 0:  # a fresh cache: one forward over the BOS context
+            self.nxt, self.cache = self.ar.start(B)
+            self.nxt = self.nxt.to(torch.float64)
+            calls = 1
+        else:
+            self.ar.crop(self.cache, p - 1)
+            self.nxt = self.ar.extend(self.cache, x[:, p - 1 : p])[:, -1].to(torch.float64)
+            calls = 1
+        self.fed = x[:, :p].clone()
+        return p, calls
+
+    def draft(self, ctx: GuideContext, end: int, generator: torch.Generator, k: int = 1,
+              score_tail: bool = False) -> DraftOut:
+        """Draft every masked position before ``end`` for k candidates per row.
+
+        ``score_tail``: also feed the known positions up to ``end`` so that ``log_ar`` covers
+        every position (needed by the importance correction, not by plain DCD).
+        """
+        x, masked = ctx.x, ctx.masked
+        B = x.shape[0]
+        p, calls = self._position(x, masked)
+        tokens_fed = B if calls else 0
+        if k > 1:
+            rep = torch.arange(B, device=x.device).repeat_interleave(k)
+            self.ar.reorder(self.cache, rep)
+            self.nxt, self.fed = self.nxt[rep], self.fed[rep]
+            x, masked = x[rep], masked[rep]
+        else:
+            rep = None
+        tokens = x.clone()
+        log_r = torch.zeros(B * k, dtype=torch.float64, device=x.device)
+        log_ar = torch.zeros_like(log_r)
+        causal = ctx.causal_log_probs() if masked[:, p:end].any() else None
+
+        def flush(a: int, b: int) -> None:
+            """Feed positions a..b-1 (scoring them under the AR model); nxt -> dist at b."""
+            nonlocal calls, tokens_fed
+            if b <= a:
+                return
+            seg = tokens[:, a:b]
+            out = self.ar.extend(self.cache, seg).to(torch.float64)
+            dists = torch.cat([self.nxt[:, None], out[:, :-1]], dim=1)
+            log_ar.add_(dists.gather(-1, seg[..., None]).squeeze(-1).sum(dim=1))
+            self.nxt = out[:, -1]
+            self.fed = torch.cat([self.fed, seg], dim=1)
+            calls += 1
+            tokens_fed += seg.numel()
+
+        a = p
+        for i in range(p, end):
+            rows = masked[:, i]
+            if not rows.any():
+                continue
+            flush(a, i)
+            a = i
+            base = rows if rep is None else ctx.masked[:, i]
+            where = torch.zeros_like(ctx.masked)
+            where[:, i] = base
+            bi = ctx.marginals.rows(where)
+            ca = causal[base, i].to(torch.float64).clamp_min(LOG_FLOOR)
+            tilt = bi - ca
+            if rep is not None:
+                tilt = tilt.repeat_interleave(k, dim=0)
+            lp = torch.log_softmax(self.nxt[rows] + self.beta * tilt, dim=-1)
+            draw = inverse_cdf(lp, 1, generator)
+            tokens[rows, i] = draw[:, 0]
+            log_r[rows] += lp.gather(-1, draw)[:, 0]
+        if score_tail and end > p:
+            flush(a, end - 1)
+            log_ar.add_(self.nxt.gather(-1, tokens[:, end - 1 : end])[:, 0])
+        return DraftOut(tokens, log_r, log_ar, calls, tokens_fed)
+
+    def keep(self, index: Tensor) -> None:
+        """Keep only the cache rows ``index`` (B,) after choosing one candidate per row."""
+        self.ar.reorder(self.cache, index)
+        self.nxt, self.fed = self.nxt[index], self.fed[index]

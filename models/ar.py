@@ -1,0 +1,278 @@
+"""An ARModel adapter over transformers causal LMs, and the DLM/AR tokenizer check.
+
+``HFCausalLM`` satisfies ``decoding.protocols.ARModel``: batch scoring with the model's own BOS
+prepended, and an incremental API over a transformers ``DynamicCache`` whose first entry is
+always that BOS (so ``crop(cache, 0)`` returns to the state right after ``start``).
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["ARCache", "HFCausalLM", "check_shared_tokenizer", "load_ar"]
+
+DEFAULT_PROBES = (
+    "Hello, world!",
+    " The quick brown fox jumps over the lazy dog.",
+    "In 1998, 42% of the $3.50 fees were paid.",
+    "naïve café — déjà vu",
+    "def f(x):\n    return x ** 2\n",
+)
+
+
+@dataclass
+class ARCache:
+    """Incremental state: ``kv`` holds BOS plus ``length`` fed tokens for ``batch_size`` rows."""
+
+    kv: Any
+    length: int
+    batch_size: int
+
+
+class HFCausalLM(nn.Module):
+    """A transformers causal LM as an ARModel.
+
+    Args:
+        model: a transformers causal LM (``GPT2LMHeadModel``, ``AutoModelForCausalLM`` ...).
+        tokenizer: optional tokenizer; supplies the BOS id and the real vocabulary size.
+        bos_id: the context token scored before position 0 (default: the tokenizer's, else the
+            model config's ``bos_token_id``; GPT-2: 50256).
+        vocab_size: the real vocabulary; the adapter uses min(config vocab, this or the
+            tokenizer's length less a mask token listed last), so padded embedding rows are
+            never returned (GPT-2: 50257).
+        max_batch_tokens: ``log_probs`` scores at most about this many tokens per forward.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer: Any = None,
+        bos_id: int | None = None,
+        vocab_size: int | None = None,
+        max_batch_tokens: int = 8192,
+    ):
+        super().__init__()
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        config = model.config
+        if bos_id is None and tokenizer is not None:
+            bos_id = tokenizer.bos_token_id
+        if bos_id is None:
+            bos_id = getattr(config, "bos_token_id", None)
+        if bos_id is None:
+            raise ValueError(
+                "the AR model has no BOS token (neither tokenizer.bos_token_id nor "
+                "config.bos_token_id is set); pass bos_id= explicitly"
+            )
+        model_vocab = int(config.vocab_size)
+        given = vocab_size if vocab_size is not None else _real_tokens(tokenizer, model_vocab)
+        self.vocab_size = min(model_vocab, int(given))
+        if not 0 <= int(bos_id) < model_vocab:
+            raise ValueError(f"bos_id {bos_id} is outside the model's {model_vocab} embeddings")
+        self.bos_id = int(bos_id)
+        self.max_length = self._max_positions(config)
+        self.max_batch_tokens = int(max_batch_tokens)
+        params = inspect.signature(model.forward).parameters
+        # transformers 5.x renamed past_key_values to cache; accept either generation.
+        self._cache_kw = "cache" if "cache" in params else "past_key_values"
+
+    @staticmethod
+    def _max_positions(config: Any) -> int | None:
+        for name in ("n_positions", "max_position_embeddings"):
+            value = getattr(config, name, None)
+            if isinstance(value, int) and value > 0:
+                return value
+        return None
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def _check_ids(self, x: Tensor, context: int) -> Tensor:
+        if not isinstance(x, Tensor) or x.dim() != 2:
+            raise ValueError(f"tokens must be a (B, L) tensor, got {getattr(x, 'shape', type(x))}")
+        if x.dtype not in (torch.int64, torch.int32):
+            raise TypeError(f"tokens must be integer ids, got dtype {x.dtype}")
+        if x.numel():
+            lo, hi = torch.stack([x.min(), x.max()]).tolist()  # one device sync
+            if lo < 0 or hi >= self.vocab_size:
+                raise ValueError(
+                    f"token ids must lie in [0, {self.vocab_size}) for the AR model; got values "
+                    f"in [{lo}, {hi}] (a mask id must never reach the AR model)"
+                )
+        total = context + x.shape[1]
+        if self.max_length is not None and total > self.max_length:
+            raise ValueError(
+                f"{total} positions (BOS included) exceed the AR model's maximum {self.max_length}"
+            )
+        return x.long().to(self.device)
+
+    def _log_softmax(self, logits: Tensor) -> Tensor:
+        return torch.log_softmax(logits[..., : self.vocab_size].float(), dim=-1)
+
+    def _forward(self, ids: Tensor, kv: Any = None) -> Tensor:
+        kwargs = {self._cache_kw: kv, "use_cache": kv is not None}
+        return self.model(input_ids=ids, **kwargs).logits
+
+    def log_probs(self, x: Tensor) -> Tensor:
+        """(B, L) long -> (B, L, V) float32; row i = log p(x_i | BOS, x_<i)."""
+        with torch.inference_mode():
+            x = self._check_ids(x, context=1)
+            b, length = x.shape
+            if length == 0:
+                return torch.zeros(b, 0, self.vocab_size, device=x.device)
+            bos = torch.full((b, 1), self.bos_id, dtype=torch.long, device=x.device)
+            inputs = torch.cat([bos, x[:, :-1]], dim=1)
+            rows = max(1, self.max_batch_tokens // length)
+            return torch.cat(
+                [self._log_softmax(self._forward(chunk)) for chunk in inputs.split(rows)], dim=0
+            )
+
+    def start(self, batch_size: int) -> tuple[Tensor, ARCache]:
+        """Feed BOS to ``batch_size`` rows: returns (log p(x_0 | BOS) (B, V), cache of length 0)."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        from transformers import DynamicCache
+
+        with torch.inference_mode():
+            try:
+                kv = DynamicCache(config=self.model.config)
+            except TypeError:  # transformers 4.x takes no config
+                kv = DynamicCache()
+            bos = torch.full((batch_size, 1), self.bos_id, dtype=torch.long, device=self.device)
+            logp = self._log_softmax(self._forward(bos, kv))[:, 0]
+        return logp, ARCache(kv=kv, length=0, batch_size=batch_size)
+
+    def extend(self, cache: ARCache, tokens: Tensor) -> Tensor:
+        """Feed (B, n) tokens; returns (B, n, V), row j = log p(next | cache, tokens[:, :j+1])."""
+        with torch.inference_mode():
+            tokens = self._check_ids(tokens, context=1 + cache.length)
+            if tokens.shape[0] != cache.batch_size:
+                raise ValueError(
+                    f"tokens have {tokens.shape[0]} rows but the cache holds {cache.batch_size}"
+                )
+            if tokens.shape[1] == 0:
+                return torch.zeros(cache.batch_size, 0, self.vocab_size, device=tokens.device)
+            logp = self._log_softmax(self._forward(tokens, cache.kv))
+            cache.length += tokens.shape[1]
+        return logp
+
+    def crop(self, cache: ARCache, length: int) -> None:
+        """Keep the first ``length`` fed tokens (BOS is kept and not counted)."""
+        if not 0 <= length <= cache.length:
+            raise ValueError(f"crop length must be in [0, {cache.length}], got {length}")
+        remove = cache.length - length
+        if remove:
+            # A negative argument means "drop this many" in every transformers version; a
+            # positive one meant "keep this many" before 5.x and is refused now.
+            with torch.inference_mode():
+                cache.kv.crop(-remove)
+        cache.length = length
+
+    def reorder(self, cache: ARCache, index: Tensor) -> None:
+        """Replace the cache's rows by ``rows[index]``; index (B',) long may repeat or drop rows."""
+        index = torch.as_tensor(index)
+        if index.dim() != 1 or index.dtype not in (torch.int64, torch.int32):
+            raise ValueError("index must be a 1-D integer tensor")
+        if index.numel() == 0:
+            raise ValueError("index must select at least one row")
+        if int(index.min()) < 0 or int(index.max()) >= cache.batch_size:
+            raise ValueError(f"index values must lie in [0, {cache.batch_size})")
+        with torch.inference_mode():
+            cache.kv.reorder_cache(index.long().to(self.device))
+        cache.batch_size = int(index.numel())
+
+
+def load_ar(
+    name_or_path: str | os.PathLike,
+    device: Any = None,
+    dtype: Any = None,
+    trust_remote_code: bool = False,
+) -> HFCausalLM:
+    """Load a transformers causal LM (hub id or folder) and its tokenizer as an HFCausalLM.
+
+    ``dtype`` may be a torch dtype or its name; remote code runs only if the caller asks.
+    """
+    from transformers import AutoModelForCausalLM
+
+    from .loading import load_tokenizer
+
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype.removeprefix("torch."))
+    try:
+        kwargs = {} if dtype is None else {"dtype": dtype}
+        model = AutoModelForCausalLM.from_pretrained(
+            str(name_or_path), trust_remote_code=trust_remote_code, **kwargs
+        )
+    except OSError as err:
+        raise OSError(
+            f"could not load the AR model {str(name_or_path)!r}: {err}. HF_HUB_OFFLINE="
+            f"{os.environ.get('HF_HUB_OFFLINE', 'unset')}: offline runs need it in the local "
+            "hub cache or a local folder."
+        ) from err
+    if device is not None:
+        model = model.to(device)
+    return HFCausalLM(model, tokenizer=load_tokenizer(name_or_path))
+
+
+def _real_tokens(tokenizer: Any, default: int) -> int:
+    """Ids a tokenizer gives real tokens: all but a mask token listed last (diffusion-style)."""
+    if tokenizer is None:
+        return default
+    n = len(tokenizer)
+    return n - 1 if getattr(tokenizer, "mask_token_id", None) == n - 1 else n
+
+
+def _encode(tokenizer: Any, text: str) -> list[int]:
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def check_shared_tokenizer(denoiser: Any, ar: Any, probes: Any = None) -> None:
+    """Fail loudly unless the denoiser and the AR model speak the same token ids.
+
+    Checks, in order: the denoiser's mask id lies outside the AR vocabulary; equal vocabulary
+    sizes; when both carry tokenizers, identical ids on every probe string and the same EOS.
+
+    Raises:
+        ValueError: saying what differs.
+    """
+    mask_id, v_dlm, v_ar = int(denoiser.mask_id), int(denoiser.vocab_size), int(ar.vocab_size)
+    ar_tok = getattr(ar, "tokenizer", None)
+    dlm_tok = getattr(denoiser, "tokenizer", None)
+    if 0 <= mask_id < v_ar:
+        raise ValueError(
+            f"the denoiser's mask id {mask_id} lies inside the AR vocabulary [0, {v_ar}): the AR "
+            "model would treat MASK as a real token"
+        )
+    if ar_tok is not None and mask_id < _real_tokens(ar_tok, len(ar_tok)):
+        raise ValueError(
+            f"the denoiser's mask id {mask_id} is a real token of the AR tokenizer "
+            f"({len(ar_tok)} tokens)"
+        )
+    if v_dlm != v_ar:
+        raise ValueError(f"vocabulary sizes differ: denoiser {v_dlm} tokens, AR model {v_ar}")
+    if dlm_tok is None or ar_tok is None:
+        missing = "denoiser" if dlm_tok is None else "AR model"
+        warnings.warn(
+            f"the {missing} has no tokenizer: token ids on probe strings were not "
+            "compared, only vocabulary sizes and the mask id",
+            stacklevel=2,
+        )
+        return
+    diffs = []
+    for text in DEFAULT_PROBES if probes is None else probes:
+        a, b = _encode(dlm_tok, text), _encode(ar_tok, text)
+        if a != b:
+            diffs.append(f"{text!r}: denoiser {a[:16]} vs AR {b[:16]}")
+    eos_a, eos_b = dlm_tok.eos_token_id, ar_tok.eos_token_id
+    if eos_a != eos_b:
+        diffs.append(f"EOS id: denoiser {eos_a} vs AR {eos_b}")
+    if diffs:
+        raise ValueError("the denoiser and AR tokenizers disagree: " + "; ".join(diffs))

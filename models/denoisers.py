@@ -1,0 +1,209 @@
+"""Denoiser adapters: a DDiT backbone seen as per-position marginals log p(x0_i | x_t).
+
+Both adapters satisfy ``decoding.protocols.Denoiser``. They differ only in what the backbone
+is told about the noise level and in how its output was trained to be read:
+
+* MDLM (Sahoo et al. 2024, "SUBS" parameterization, Eq. 8-10): the logits are the denoising
+  distribution itself once the MASK column is removed (set to -inf) and the rest normalised.
+* SEDD-absorb (Lou et al. 2024, Sec. 3-4): the output is a log *concrete score*. At a masked
+  position the true score is s(x_t)_y = p(x0_i = y | x_t) · α_t / (1 - α_t), so it is the
+  denoising distribution times a factor that depends on t only. SEDD's network output adds
+  further per-row offsets (-log expm1(σ) - log V from ``scale_by_sigma``, and the entry of the
+  current token set to 0, which at a masked position is the MASK column). All of these are
+  constant across the real-token columns of a row or sit in the MASK column, so dropping the
+  MASK column and normalising with a log-softmax over the V real tokens removes every one of
+  them: p(x0_i | x_t) = softmax(raw_logits[..., :V]).
+
+Rows at unmasked positions are returned as the model's normalised output (not a copy of the
+token): the protocol leaves them unused, and keeping them finite lets callers subtract rows.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .ddit import DDiT
+
+__all__ = ["MDLMDenoiser", "SEDDDenoiser", "loglinear_sigma"]
+
+
+def loglinear_sigma(t: Tensor, eps: float = 1e-3) -> Tensor:
+    """Total noise of the log-linear schedule, σ(t) = -log(1 - (1 - eps) t); (B,) -> (B,)."""
+    return -torch.log1p(-(1.0 - eps) * t.float())
+
+
+class _DDiTDenoiser(nn.Module):
+    """Shared input checks and output head; subclasses choose the noise input."""
+
+    parameterization: str = ""
+    supports_causal: bool = True
+    time_conditioned: bool = True
+
+    def __init__(self, backbone: DDiT, eps: float = 1e-3, tokenizer: Any = None):
+        super().__init__()
+        if not isinstance(backbone, DDiT):
+            raise TypeError(f"backbone must be a models.ddit.DDiT, got {type(backbone).__name__}")
+        if not 0.0 < eps < 1.0:
+            raise ValueError(f"eps must be in (0, 1), got {eps}")
+        self.backbone = backbone
+        self.eps = float(eps)
+        self.vocab_size = backbone.config.vocab_size - 1
+        self.mask_id = self.vocab_size
+        self.max_length = backbone.config.max_length
+        self.tokenizer = tokenizer
+        if tokenizer is not None:
+            self._check_tokenizer(tokenizer)
+
+    def _check_tokenizer(self, tokenizer: Any) -> None:
+        # A tokenizer may list the mask itself as its last id (V); anything beyond, or a mask
+        # token elsewhere, means the ids do not fit this model.
+        n, tok_mask = len(tokenizer), getattr(tokenizer, "mask_token_id", None)
+        if tok_mask is not None and tok_mask != self.mask_id:
+            raise ValueError(
+                f"the tokenizer's mask token has id {tok_mask}, the denoiser's mask id is "
+                f"{self.mask_id}"
+            )
+        if n > self.vocab_size + (tok_mask is not None):
+            raise ValueError(
+                f"the tokenizer has {n} tokens but the denoiser only {self.vocab_size} real "
+                f"ones (mask id {self.mask_id})"
+            )
+
+    def noise_input(self, t: Tensor) -> Tensor:
+        """(B,) diffusion time -> (B,) float noise level fed to the backbone."""
+        raise NotImplementedError
+
+    def _check(self, x: Tensor, t: Tensor | float) -> tuple[Tensor, Tensor]:
+        if not isinstance(x, Tensor) or x.dim() != 2:
+            raise ValueError(f"x must be a (B, L) tensor, got {getattr(x, 'shape', type(x))}")
+        if x.dtype not in (torch.int64, torch.int32):
+            raise TypeError(f"x must hold integer token ids, got dtype {x.dtype}")
+        b, length = x.shape
+        if length > self.max_length:
+            raise ValueError(
+                f"sequence length {length} exceeds the denoiser's max_length {self.max_length}"
+            )
+        t = torch.as_tensor(t, dtype=torch.float32, device=x.device)
+        if t.dim() == 0:
+            t = t.expand(b)
+        if t.shape != (b,):
+            raise ValueError(f"t must be a scalar or (B,) = ({b},), got shape {tuple(t.shape)}")
+        if b == 0:
+            return x.long(), t
+        # One device sync for all the range checks.
+        ext = [x.min(), x.max()] if length else [x.new_zeros(()), x.new_zeros(())]
+        lo, hi, t_lo, t_hi = torch.stack([*(e.float() for e in ext), t.min(), t.max()]).tolist()
+        if lo < 0 or hi > self.mask_id:
+            raise ValueError(
+                f"token ids must lie in [0, {self.vocab_size}) or equal the mask id "
+                f"{self.mask_id}; got values in [{int(lo)}, {int(hi)}]"
+            )
+        if not (0.0 <= t_lo and t_hi <= 1.0):
+            raise ValueError(f"t must lie in [0, 1], got values in [{t_lo}, {t_hi}]")
+        return x.long(), t
+
+    def log_probs(self, x: Tensor, t: Tensor | float, causal: bool = False) -> Tensor:
+        """log p(x0_i = v | x_t) for every position.
+
+        Args:
+            x: (B, L) long, real tokens or ``mask_id``.
+            t: (B,) float diffusion time in [0, 1] (a scalar is broadcast).
+            causal: position i attends to positions <= i only; its own input is the mask
+                wherever its row is used, so this is the prefix-only context ``x[:, :i]``.
+
+        Returns:
+            (B, L, V) float32, normalised over the V real tokens.
+        """
+        x, t = self._check(x, t)
+        logits = self.backbone(x, self.noise_input(t), causal=causal)
+        return torch.log_softmax(logits[..., : self.vocab_size], dim=-1)
+
+    def forward(self, x: Tensor, t: Tensor | float, causal: bool = False) -> Tensor:
+        return self.log_probs(x, t, causal=causal)
+
+    def extra_repr(self) -> str:
+        return (
+            f"parameterization={self.parameterization}, vocab_size={self.vocab_size}, "
+            f"mask_id={self.mask_id}, max_length={self.max_length}, "
+            f"time_conditioned={self.time_conditioned}"
+        )
+
+
+class MDLMDenoiser(_DDiTDenoiser):
+    """MDLM with the SUBS parameterization (Sahoo et al. 2024).
+
+    Args:
+        backbone: a DDiT whose ``vocab_size`` is V+1 (the last row is MASK).
+        time_conditioning: if False (as for ``kuleshov-group/mdlm-owt``) the backbone's noise
+            input is zero, since the optimal masked denoiser does not depend on t given the
+            mask pattern; if True it gets σ(t) of the log-linear schedule.
+        eps: the schedule's ε, mask probability (1-ε)·t.
+        tokenizer: optional tokenizer sharing the ids (kept for checks and decoding at edges).
+    """
+
+    parameterization = "mdlm"
+
+    def __init__(
+        self,
+        backbone: DDiT,
+        time_conditioning: bool = False,
+        eps: float = 1e-3,
+        tokenizer: Any = None,
+    ):
+        super().__init__(backbone, eps=eps, tokenizer=tokenizer)
+        self.time_conditioned = bool(time_conditioning)
+
+    @property
+    def time_conditioning(self) -> bool:
+        return self.time_conditioned
+
+    def noise_input(self, t: Tensor) -> Tensor:
+        if not self.time_conditioned:
+            return torch.zeros_like(t, dtype=torch.float32)
+        return loglinear_sigma(t, self.eps)
+
+
+class SEDDDenoiser(_DDiTDenoiser):
+    """SEDD with the absorbing graph and the log-linear noise (Lou et al. 2024).
+
+    The backbone is conditioned on σ(t) = -log(1 - (1-ε) t). ``log_probs`` turns the log-score
+    into p(x0_i | x_t) as explained in the module docstring; ``log_score`` gives SEDD's own
+    output for samplers that want it.
+
+    Args:
+        backbone: a DDiT whose ``vocab_size`` is V+1.
+        eps: the schedule's ε.
+        tokenizer: optional tokenizer sharing the ids.
+        scale_by_sigma: whether the checkpoint was trained with SEDD's ``scale_by_sigma`` (only
+            ``log_score`` depends on it; the public checkpoints use True).
+    """
+
+    parameterization = "sedd"
+    time_conditioned = True
+
+    def __init__(
+        self,
+        backbone: DDiT,
+        eps: float = 1e-3,
+        tokenizer: Any = None,
+        scale_by_sigma: bool = True,
+    ):
+        super().__init__(backbone, eps=eps, tokenizer=tokenizer)
+        self.scale_by_sigma = bool(scale_by_sigma)
+
+    def noise_input(self, t: Tensor) -> Tensor:
+        return loglinear_sigma(t, self.eps)
+
+    def log_score(self, x: Tensor, t: Tensor | float, causal: bool = False) -> Tensor:
+        """SEDD's log concrete score, (B, L) -> (B, L, V+1) float32 (current token's entry 0)."""
+        x, t = self._check(x, t)
+        sigma = self.noise_input(t)
+        out = self.backbone(x, sigma, causal=causal)
+        if self.scale_by_sigma:
+            # expm1 is exact for small σ where exp(σ) - 1 would cancel.
+            out = out - torch.log(torch.expm1(sigma))[:, None, None] - math.log(self.vocab_size)
+        return out.scatter(-1, x[..., None], 0.0)
