@@ -124,10 +124,9 @@ class CopulaDrafter:
             tilt = bi - ca
             if rep is not None:
                 tilt = tilt.repeat_interleave(k, dim=0)
-            lp = torch.log_softmax(self.nxt[rows] + self.beta * tilt, dim=-1)
-            draw = inverse_cdf(lp, 1, generator)
+            draw, lr = inverse_cdf(self.nxt[rows] + self.beta * tilt, 1, generator)
             tokens[rows, i] = draw[:, 0]
-            log_r[rows] += lp.gather(-1, draw)[:, 0]
+            log_r[rows] += lr[:, 0]
         if score_tail and end > p:
             flush(a, end - 1)
             log_ar.add_(self.nxt.gather(-1, tokens[:, end - 1 : end])[:, 0])

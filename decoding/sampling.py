@@ -45,16 +45,55 @@ def normalize_rows(
     return rows
 
 
-def inverse_cdf(log_probs: Tensor, num_samples: int, generator: torch.Generator) -> Tensor:
-    """Draw ``num_samples`` tokens per row of float64 normalised (n, V) log-probs -> (n, K)."""
-    probs = log_probs.exp()
-    cdf = probs.cumsum(dim=-1)
-    u = torch.rand(
-        probs.shape[0], num_samples, dtype=torch.float64, device=probs.device, generator=generator
-    )
-    # right=True skips zero-probability tokens: their cdf equals their predecessor's.
-    idx = torch.searchsorted(cdf, u * cdf[:, -1:], right=True)
-    return idx.clamp_(max=probs.shape[-1] - 1)
+BLOCK = 256  # two-level search: per-block sums, then a cumulative sum inside one block
+
+
+def _exp_padded(log_weights: Tensor, normalized: bool) -> tuple[Tensor, Tensor]:
+    """exp of (n, V) rows into a zero-padded (n, nb, BLOCK) buffer, and the shift used (n, 1)."""
+    n, V = log_weights.shape
+    nb = -(-V // BLOCK)
+    buf = log_weights.new_zeros(n, nb * BLOCK)
+    if normalized:  # log-probs are <= 0: exp cannot overflow, no max pass needed
+        shift = log_weights.new_zeros(n, 1)
+    else:
+        shift = log_weights.amax(dim=-1, keepdim=True)
+        shift = torch.where(torch.isfinite(shift), shift, torch.zeros_like(shift))
+    torch.sub(log_weights, shift, out=buf[:, :V])
+    buf[:, :V].exp_()
+    return buf.view(n, nb, BLOCK), shift
+
+
+def inverse_cdf(log_weights: Tensor, num_samples: int, generator: torch.Generator,
+                normalized: bool = False) -> tuple[Tensor, Tensor]:
+    """Draw ``num_samples`` tokens per row of (n, V) log-weights.
+
+    Returns (tokens (n, K) long, their normalised float64 log-probabilities (n, K)).
+    ``normalized=True`` promises the rows are log-probabilities (skips the max pass).
+    The exponentials may be float32 (relative error ~1e-7 whatever the magnitude); block sums,
+    uniforms and searches are float64, so a token of probability 1e-12 is drawn at its rate.
+    Only one block of BLOCK entries per draw is ever cumulated: the full rows are read twice.
+    """
+    n, V = log_weights.shape
+    e, shift = _exp_padded(log_weights, normalized)  # (n, nb, BLOCK)
+    block_cdf = e.sum(dim=-1, dtype=torch.float64).cumsum_(dim=-1)  # (n, nb)
+    total = block_cdf[:, -1:]
+    # NaN, +inf and all -inf rows all end here: the row total is not a positive finite number.
+    if not (torch.isfinite(total) & (total > 0)).all():
+        raise ValueError("marginals contain NaN, +inf, or a row with no finite entry")
+    u = torch.rand(n, num_samples, dtype=torch.float64, device=e.device, generator=generator)
+    target = u * total
+    # right=True skips zero-mass blocks and tokens: their cdf equals their predecessor's.
+    b = torch.searchsorted(block_cdf, target, right=True).clamp_(max=e.shape[1] - 1)
+    before = torch.where(b > 0, block_cdf.gather(1, (b - 1).clamp(min=0)), 0.0)
+    inner = e[torch.arange(n, device=e.device)[:, None], b].to(torch.float64).cumsum(-1)
+    rest = (target - before)[..., None] * inner[..., -1:] / (block_cdf.gather(1, b) - before)[
+        ..., None]
+    j = torch.searchsorted(inner, rest, right=True)[..., 0]
+    last_positive = (inner < inner[..., -1:]).sum(dim=-1)  # rounding guard at a block's end
+    idx = (b * BLOCK + torch.minimum(j, last_positive)).clamp_(max=V - 1)
+    log_q = (log_weights.gather(-1, idx).to(torch.float64) - shift.to(torch.float64)
+             - total.log())
+    return idx, log_q
 
 
 def gumbel_max(logits: Tensor, generator: torch.Generator, dtype=torch.float64) -> Tensor:
@@ -88,14 +127,25 @@ class Marginals:
     def shape(self) -> torch.Size:
         return self.raw.shape
 
-    def _chunks(self, where: Tensor):
-        """Yield (row indices (n,), normalised float64 rows (n, V)) for True entries of where."""
+    @property
+    def transformed(self) -> bool:
+        return self.temperature != 1.0 or self.top_p < 1.0
+
+    def _chunks(self, where: Tensor, normalized: bool = True):
+        """Yield (row indices (n,), rows (n, V)) for the True entries of ``where``.
+
+        Rows are float64 normalised log-probs, or, with ``normalized=False`` and no transform,
+        the raw rows (log-probs up to a constant), which is all sampling needs.
+        """
         flat = self.raw.reshape(-1, self.raw.shape[-1])
         idx = where.reshape(-1).nonzero().squeeze(-1)
         step = _chunk_rows(self.raw.shape[-1])
         for start in range(0, idx.numel(), step):
             rows_idx = idx[start : start + step]
-            yield rows_idx, normalize_rows(flat[rows_idx], self.temperature, self.top_p)
+            rows = flat[rows_idx]
+            if normalized or self.transformed:
+                rows = normalize_rows(rows, self.temperature, self.top_p)
+            yield rows_idx, rows
 
     def sample(
         self, where: Tensor, generator: torch.Generator, num_samples: int = 1
@@ -109,10 +159,10 @@ class Marginals:
         B, L, _ = self.raw.shape
         tokens = torch.zeros(k, B * L, dtype=torch.long, device=self.raw.device)
         log_q = torch.zeros(k, B * L, dtype=torch.float64, device=self.raw.device)
-        for rows_idx, lp in self._chunks(where):
-            draw = inverse_cdf(lp, k, generator)  # (n, K)
+        for rows_idx, rows in self._chunks(where, normalized=False):
+            draw, lq = inverse_cdf(rows, k, generator, normalized=not self.transformed)
             tokens[:, rows_idx] = draw.T
-            log_q[:, rows_idx] = lp.gather(-1, draw).T
+            log_q[:, rows_idx] = lq.T
         return tokens.view(k, B, L), log_q.view(k, B, L)
 
     def log_prob(self, tokens: Tensor, where: Tensor) -> Tensor:
@@ -124,10 +174,13 @@ class Marginals:
         return out.view(tokens.shape)
 
     def reduce(self, where: Tensor, fn: Callable[[Tensor], Tensor]) -> Tensor:
-        """Apply ``fn``: (n, V) normalised log-probs -> (n,) to the True rows; (B, L) float64."""
+        """Apply ``fn``: (n, V) normalised log-probs -> (n,) to the True rows; (B, L) float64.
+
+        Scores only rank positions, so untransformed rows are normalised in their own dtype.
+        """
         out = torch.zeros(where.numel(), dtype=torch.float64, device=self.raw.device)
-        for rows_idx, lp in self._chunks(where):
-            out[rows_idx] = fn(lp)
+        for rows_idx, rows in self._chunks(where, normalized=False):
+            out[rows_idx] = fn(rows if self.transformed else rows.log_softmax(-1)).double()
         return out.view(where.shape)
 
     def rows(self, where: Tensor) -> Tensor:

@@ -1,6 +1,15 @@
-"""Models: the exact HMM oracle, the DDiT denoisers, the AR adapter and their loaders."""
+"""Models: the exact HMM oracle, the DDiT denoisers (SEDD / MDLM), the AR adapter over
+transformers causal LMs, and their loaders."""
 
+from models.ar import HFCausalLM, check_shared_tokenizer, load_ar
+from models.ddit import DDiT, DDiTConfig
+from models.denoisers import MDLMDenoiser, SEDDDenoiser
 from models.hmm import HMM
 from models.hmm_models import HMMAutoregressive, HMMDenoiser
+from models.loading import load_denoiser, save_denoiser
 
-__all__ = ["HMM", "HMMAutoregressive", "HMMDenoiser"]
+__all__ = [
+    "DDiT", "DDiTConfig", "HFCausalLM", "HMM", "HMMAutoregressive", "HMMDenoiser",
+    "MDLMDenoiser", "SEDDDenoiser", "check_shared_tokenizer", "load_ar", "load_denoiser",
+    "save_denoiser",
+]
