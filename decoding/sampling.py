@@ -52,14 +52,16 @@ def _exp_padded(log_weights: Tensor, normalized: bool) -> tuple[Tensor, Tensor]:
     """exp of (n, V) rows into a zero-padded (n, nb, BLOCK) buffer, and the shift used (n, 1)."""
     n, V = log_weights.shape
     nb = -(-V // BLOCK)
-    buf = log_weights.new_zeros(n, nb * BLOCK)
+    buf = log_weights.new_empty(n, nb * BLOCK)
+    buf[:, V:] = 0.0
     if normalized:  # log-probs are <= 0: exp cannot overflow, no max pass needed
         shift = log_weights.new_zeros(n, 1)
+        torch.exp(log_weights, out=buf[:, :V])
     else:
         shift = log_weights.amax(dim=-1, keepdim=True)
         shift = torch.where(torch.isfinite(shift), shift, torch.zeros_like(shift))
-    torch.sub(log_weights, shift, out=buf[:, :V])
-    buf[:, :V].exp_()
+        torch.sub(log_weights, shift, out=buf[:, :V])
+        buf[:, :V].exp_()
     return buf.view(n, nb, BLOCK), shift
 
 
@@ -69,26 +71,30 @@ def inverse_cdf(log_weights: Tensor, num_samples: int, generator: torch.Generato
 
     Returns (tokens (n, K) long, their normalised float64 log-probabilities (n, K)).
     ``normalized=True`` promises the rows are log-probabilities (skips the max pass).
-    The exponentials may be float32 (relative error ~1e-7 whatever the magnitude); block sums,
-    uniforms and searches are float64, so a token of probability 1e-12 is drawn at its rate.
-    Only one block of BLOCK entries per draw is ever cumulated: the full rows are read twice.
+
+    Two-level search: the row is cut into blocks of BLOCK entries; a block is chosen from the
+    float64 cumulative block masses, then a token inside it from a float64 cumulative sum of
+    that block alone. The full rows are read twice (exp, block sums); exponentials and block
+    sums may be float32 (relative error ~1e-7 whatever the magnitude), while the uniforms and
+    cumulative sums are float64, so a token of probability 1e-12 is drawn at its rate.
     """
     n, V = log_weights.shape
     e, shift = _exp_padded(log_weights, normalized)  # (n, nb, BLOCK)
-    block_cdf = e.sum(dim=-1, dtype=torch.float64).cumsum_(dim=-1)  # (n, nb)
+    block_cdf = e.sum(dim=-1).to(torch.float64).cumsum_(dim=-1)  # (n, nb)
     total = block_cdf[:, -1:]
     # NaN, +inf and all -inf rows all end here: the row total is not a positive finite number.
     if not (torch.isfinite(total) & (total > 0)).all():
         raise ValueError("marginals contain NaN, +inf, or a row with no finite entry")
     u = torch.rand(n, num_samples, dtype=torch.float64, device=e.device, generator=generator)
-    target = u * total
-    # right=True skips zero-mass blocks and tokens: their cdf equals their predecessor's.
-    b = torch.searchsorted(block_cdf, target, right=True).clamp_(max=e.shape[1] - 1)
+    target = u * total  # (n, K)
+    # Counting entries <= target is searchsorted(right=True) without its per-row overhead;
+    # it skips zero-mass blocks and tokens (their cdf equals their predecessor's).
+    b = (block_cdf[:, None, :] <= target[..., None]).sum(-1).clamp_(max=e.shape[1] - 1)
     before = torch.where(b > 0, block_cdf.gather(1, (b - 1).clamp(min=0)), 0.0)
+    mass = block_cdf.gather(1, b) - before
     inner = e[torch.arange(n, device=e.device)[:, None], b].to(torch.float64).cumsum(-1)
-    rest = (target - before)[..., None] * inner[..., -1:] / (block_cdf.gather(1, b) - before)[
-        ..., None]
-    j = torch.searchsorted(inner, rest, right=True)[..., 0]
+    rest = (target - before) * inner[..., -1] / mass  # rescaled to the block's own sum
+    j = (inner <= rest[..., None]).sum(-1)
     last_positive = (inner < inner[..., -1:]).sum(dim=-1)  # rounding guard at a block's end
     idx = (b * BLOCK + torch.minimum(j, last_positive)).clamp_(max=V - 1)
     log_q = (log_weights.gather(-1, idx).to(torch.float64) - shift.to(torch.float64)
