@@ -7,6 +7,9 @@ os.environ.setdefault("WANDB_MODE", "offline")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+# Tests use small tensors: one thread avoids oversubscription slowdowns on shared CPUs.
+torch.set_num_threads(1)
+
 
 @pytest.fixture
 def gen():
