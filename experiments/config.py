@@ -1,0 +1,237 @@
+"""The run schema, config resolvers, value checks, and instantiation with clear errors.
+
+``RunConfig`` is the typed top level of ``conf/run.yaml``: a key it does not declare (a typo
+in an experiment preset or on the command line) is refused by Hydra before anything runs. The
+group options (``denoiser``, ``guide`` ...) are ``_target_`` nodes; ``build`` checks their keys
+against the target's signature and names the group, the option and the bad key on error.
+
+Shared objects are handed to targets by parameter name when the config leaves them unset:
+``hmm`` (the one oracle instance), ``ar`` (the guide's AR model), ``tokenizer`` (the
+denoiser's) and ``eos_id`` (its end-of-sequence id). That is how one HMM backs the denoiser,
+the AR model and the judge of the oracle experiment, and why no config holds a token id.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from hydra.errors import InstantiationException
+from hydra.utils import get_object, instantiate
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SPECIAL_KEYS = {"_target_", "_partial_", "_args_", "_recursive_", "_convert_"}
+# Keys that may change between a run and its resumption without changing its samples.
+NON_IDENTITY_KEYS = ("steps", "logger", "progress", "device", "threads", "mauve", "name")
+
+
+class ConfigError(ValueError):
+    """A config value or key that cannot work; raised before any model is loaded."""
+
+
+@dataclass
+class RunConfig:
+    """Top-level keys of ``experiments.run`` (the groups are ``_target_`` nodes)."""
+
+    denoiser: Any = MISSING
+    ar: Any = None
+    judge: Any = MISSING
+    strategy: Any = MISSING
+    guide: Any = MISSING
+    schedule: Any = MISSING
+    data: Any = MISSING
+    corpus: Any = None
+    oracle: Any = None
+    logger: Any = MISSING
+    name: str = "tiny"
+    steps: list[int] = field(default_factory=lambda: [2, 4, 8, 16, 32, 64, 128])
+    num_samples: int = 32
+    batch_size: int = 16
+    length: int = 128
+    seed: int = 0
+    temperature: float = 1.0
+    top_p: float = 1.0
+    reference_samples: int = 64
+    mauve: bool = False
+    device: str = "cpu"
+    threads: int | None = None
+    progress: bool = False
+
+
+ConfigStore.instance().store(name="run_schema", node=RunConfig)
+
+
+def _device(name: str) -> str:
+    """``auto``: CUDA when present. Under torchrun each rank takes its own GPU."""
+    import torch
+
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and "LOCAL_RANK" in os.environ:
+        name = f"cuda:{os.environ['LOCAL_RANK']}"
+    return name
+
+
+def _path(rel: str) -> str:
+    """A path relative to the repository when it exists there (runs work from any folder)."""
+    candidate = REPO_ROOT / rel
+    return str(candidate) if not Path(rel).is_absolute() and candidate.exists() else rel
+
+
+def _dirname(override_dirname: str) -> str:
+    return override_dirname or "default"
+
+
+for _name, _fn in (("duet.device", _device), ("duet.path", _path), ("duet.dirname", _dirname)):
+    if not OmegaConf.has_resolver(_name):
+        OmegaConf.register_new_resolver(_name, _fn)
+
+
+def _positive_int(name: str, value: Any) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Check the top-level keys and values (cheap; before any model is built)."""
+    known = {f.name for f in fields(RunConfig)} | {"hydra"}
+    unknown = [k for k in cfg.keys() if k not in known]
+    if unknown:
+        close = difflib.get_close_matches(str(unknown[0]), sorted(known), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(f"unknown top-level key {unknown[0]!r}{hint}; accepted keys: "
+                          f"{', '.join(sorted(known - {'hydra'}))}")
+    steps = cfg.steps
+    if steps is None or len(steps) == 0:
+        raise ConfigError("steps must be a non-empty list of positive integers, e.g. [2, 4, 8]")
+    for s in steps:
+        _positive_int("every entry of steps", s)
+    if len(set(steps)) != len(steps):
+        raise ConfigError(f"steps has repeated entries: {list(steps)}")
+    for key in ("num_samples", "batch_size", "length"):
+        _positive_int(key, cfg[key])
+    if cfg.reference_samples < 0:
+        raise ConfigError(f"reference_samples must be >= 0, got {cfg.reference_samples}")
+    if not cfg.temperature > 0:
+        raise ConfigError(f"temperature must be > 0, got {cfg.temperature}")
+    if not 0 < cfg.top_p <= 1:
+        raise ConfigError(f"top_p must lie in (0, 1], got {cfg.top_p}")
+    if cfg.threads is not None:
+        _positive_int("threads", cfg.threads)
+    if cfg.mauve:
+        require_mauve()
+
+
+def require_mauve() -> None:
+    try:
+        import mauve  # noqa: F401
+    except ImportError as err:
+        raise ConfigError("mauve=true needs the MAUVE package: pip install mauve-text") from err
+
+
+def identity(cfg: DictConfig) -> dict:
+    """The part of a resolved config that fixes a run's samples (compared on resume)."""
+    data = OmegaConf.to_container(cfg, resolve=True)
+    for key in NON_IDENTITY_KEYS:
+        data.pop(key, None)
+    return _drop_devices(data)
+
+
+def _drop_devices(node: Any) -> Any:
+    """Where a model runs does not change what a seed draws (up to float rounding)."""
+    if isinstance(node, dict):
+        return {k: _drop_devices(v) for k, v in node.items() if k != "device"}
+    if isinstance(node, list):
+        return [_drop_devices(v) for v in node]
+    return node
+
+
+def _where(group: str, choices: dict | None) -> str:
+    option = (choices or {}).get(group)
+    return f"{group}={option}" if option else group
+
+
+def _signature(target: Any) -> inspect.Signature | None:
+    try:
+        return inspect.signature(target)
+    except (TypeError, ValueError):
+        return None
+
+
+def _check_node(node: DictConfig, where: str, inject: dict) -> list[str]:
+    """Refuse unknown and missing keys of one ``_target_`` node (and its nested nodes);
+    returns the injectable names the target takes and the config leaves unset."""
+    path = node["_target_"]
+    try:
+        target = get_object(path)
+    except Exception as err:
+        raise ConfigError(f"{where}: cannot import _target_ {path!r} ({err})") from err
+    sig = _signature(target)
+    if sig is None:
+        return []
+    params = {n: p for n, p in sig.parameters.items() if n not in ("self", "cls")}
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return []
+    keys = [k for k in node.keys() if k not in SPECIAL_KEYS]
+    for key in keys:
+        if key not in params:
+            close = difflib.get_close_matches(key, list(params), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"{where}: unknown key {key!r} for {path}{hint}; accepted keys: "
+                              f"{', '.join(params)}")
+        value = node._get_node(key)
+        if isinstance(value, DictConfig) and "_target_" in value:
+            _check_node(value, f"{where}.{key}", inject)
+    wanted = [n for n in params if n in inject and (n not in node or node[n] is None)]
+    if node.get("_partial_", False):
+        return wanted
+    for n, p in params.items():
+        required = p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        if required and n not in node and n not in inject:
+            raise ConfigError(f"{where}: missing required key {n!r} for {path}")
+    return wanted
+
+
+INJECTED = ("hmm", "ar", "tokenizer", "eos_id")
+
+
+def check_keys(cfg: DictConfig, groups, choices: dict | None = None) -> None:
+    """Refuse unknown or missing keys of every group's node, importing targets only."""
+    for group in groups:
+        node = cfg.get(group)
+        if isinstance(node, DictConfig) and "_target_" in node:
+            _check_node(node, _where(group, choices), dict.fromkeys(INJECTED))
+
+
+def build(node: DictConfig | None, group: str, choices: dict | None = None, **inject: Any) -> Any:
+    """Instantiate one group's node, handing over the shared objects its target asks for.
+
+    ``inject`` maps parameter names to objects, or to zero-argument callables returning them
+    (so an AR model is only loaded when a guide actually takes one). Raises ``ConfigError``
+    naming the group and option for unknown/missing keys, bad values, or a needed shared
+    object that is absent.
+    """
+    if node is None:
+        return None
+    where = _where(group, choices)
+    if not isinstance(node, DictConfig) or "_target_" not in node:
+        raise ConfigError(f"{where}: expected a node with a _target_, got {node!r}")
+    kwargs = {}
+    for name in _check_node(node, where, inject):
+        value = inject[name]() if callable(inject[name]) else inject[name]
+        if value is None and name in ("hmm", "ar"):
+            need = "an oracle (oracle=random, or experiment=hmm_oracle)" if name == "hmm" \
+                else "an AR model (ar=tiny, ar=gpt2, ...)"
+            raise ConfigError(f"{where} needs {need}, but none is configured")
+        kwargs[name] = value
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as err:
+        cause = err.__cause__ or err
+        raise ConfigError(f"{where}: {type(cause).__name__}: {cause}") from err

@@ -1,0 +1,190 @@
+"""Generate and evaluate over a list of step counts.
+
+    python -m experiments.run                                   # tiny models, one run
+    python -m experiments.run -m guide=none,edlm,dcd            # a sweep (see conf/run.yaml)
+    python -m experiments.run experiment=hmm_oracle steps=[1,2,4]
+    torchrun --nproc_per_node=2 -m experiments.run ...          # samples sharded over ranks
+
+For each entry of ``steps`` the run draws ``num_samples`` sequences in batches, batch b with a
+generator seeded by (seed, num_steps, b), appends them to ``samples.jsonl`` as each batch
+finishes, then scores them and appends one line to ``metrics.jsonl``. Rerunning the same
+command resumes: finished step counts are skipped and unfinished ones continue from their
+first missing batch (see ``experiments.store``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from pathlib import Path
+
+import hydra
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from experiments.config import identity
+from experiments.distributed import Group
+from experiments.session import Session
+from experiments.store import RunStore, batch_plan
+
+log = logging.getLogger(__name__)
+COST_KEYS = ("nfe_denoiser", "nfe_ar", "ar_tokens")
+
+
+def batch_seed(seed: int, num_steps: int, batch: int) -> int:
+    """A 63-bit seed for one batch, stable across runs, resumptions and world sizes."""
+    digest = hashlib.sha256(f"duet/{seed}/{num_steps}/{batch}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def _device(model) -> torch.device:
+    for t in list(model.parameters()) + list(model.buffers()) if isinstance(
+            model, torch.nn.Module) else []:
+        return t.device
+    return torch.device("cpu")
+
+
+def generate_batch(s: Session, num_steps: int, batch: int, start: int, size: int) -> dict:
+    """One batch: its cost line and its sample rows."""
+    cfg = s.cfg
+    gen = torch.Generator(_device(s.denoiser)).manual_seed(batch_seed(cfg.seed, num_steps, batch))
+    prompt = None if s.prompts is None else s.prompts[start : start + size]
+    res = s.coordinator.generate(size, int(cfg.length), num_steps, generator=gen,
+                                 prompt=prompt, progress=bool(cfg.progress))
+    ess = [r.ess for r in res.trace if r.ess is not None]
+    cost = {"num_steps": num_steps, "batch": batch, "n": size, "seconds": res.seconds,
+            "nfe_denoiser": res.nfe["denoiser"], "nfe_ar": res.nfe["ar_forwards"],
+            "ar_tokens": res.nfe["ar_tokens"], "ess": sum(ess) / len(ess) if ess else None}
+    tok = s.tokenizer
+    rows = [{"num_steps": num_steps, "batch": batch, "index": start + i, "tokens": ids,
+             "text": None if tok is None else tok.decode(ids)}
+            for i, ids in enumerate(res.tokens.tolist())]
+    return {"cost": cost, "rows": rows}
+
+
+def summarize(s: Session, num_steps: int, costs: list[dict], tokens: torch.Tensor) -> dict:
+    """The metrics line of one step count.
+
+    Forward counts are per batch (a forward serves every row of its batch, so this is what
+    one sample's chain needs); ``ar_tokens`` is AR positions processed per sample.
+    """
+    cfg = s.cfg
+    t0 = time.perf_counter()
+    quality = s.evaluator(tokens, s.prompts)
+    seconds = sum(c["seconds"] for c in costs)
+    n = tokens.shape[0]
+    ess = [c["ess"] for c in costs if c["ess"] is not None]
+    line = {**s.labels(), "num_steps": num_steps, "num_samples": n, "length": cfg.length,
+            "batch_size": cfg.batch_size, "seed": cfg.seed, "temperature": cfg.temperature,
+            "top_p": cfg.top_p, **quality,
+            "nfe_denoiser": sum(c["nfe_denoiser"] for c in costs) / len(costs),
+            "nfe_ar": sum(c["nfe_ar"] for c in costs) / len(costs),
+            "ar_tokens": sum(c["ar_tokens"] for c in costs) / n,
+            "ess": sum(ess) / len(ess) if ess else None,
+            "seconds": seconds, "samples_per_second": n / seconds if seconds > 0 else None,
+            "eval_seconds": time.perf_counter() - t0}
+    return line
+
+
+def _reference(s: Session, store: RunStore, logger) -> None:
+    if store.reference() is not None or s.cfg.reference_samples == 0 or s.held_out is None:
+        return
+    data = s.held_out[: s.cfg.reference_samples]
+    metrics = {"judge": s.name_of("judge"), "num_samples": int(data.shape[0]),
+               **s.evaluator(data)}
+    if s.evaluator.hmm is not None:
+        metrics["entropy_rate"] = _exact_entropy_rate(s.evaluator.hmm)
+    store.write_reference(metrics)
+    logger.log_reference(metrics)
+    log.info("data reference: %s", {k: v for k, v in metrics.items() if k != "judge"})
+
+
+def _exact_entropy_rate(hmm) -> float | None:
+    try:
+        return hmm.entropy_rate()
+    except ValueError:
+        return None
+
+
+def run(cfg: DictConfig, run_dir: str | Path, choices: dict | None = None) -> list[dict]:
+    """Run every step count of ``cfg.steps`` into ``run_dir``; returns the metrics lines."""
+    s = Session(cfg, choices)
+    if cfg.threads is not None:
+        torch.set_num_threads(int(cfg.threads))
+    group = Group()
+    log.info("rank %d of %d, %d torch threads, run dir %s", group.rank, group.world,
+             torch.get_num_threads(), run_dir)
+    store = RunStore(run_dir) if group.is_main else None
+    try:
+        state = None
+        if group.is_main:
+            store.open(identity(cfg), OmegaConf.to_yaml(cfg, resolve=True))
+            state = store.state()
+        state = group.broadcast(state)
+        todo = [int(t) for t in cfg.steps if int(t) not in state["finished"]]
+        if todo:
+            _run_steps(s, group, store, state, todo, Path(run_dir))
+        group.barrier()
+        if not group.is_main:
+            return []
+        finished = store.state()["finished"]
+        return [finished[int(t)] for t in cfg.steps if int(t) in finished]
+    finally:
+        group.close()
+
+
+def _run_steps(s: Session, group: Group, store, state: dict, todo: list[int], run_dir: Path):
+    cfg = s.cfg
+    s.load()
+    logger = None
+    if group.is_main:
+        logger = s.build("logger")
+        logger.start(run_dir, s.resolved(), run_dir.name)
+        if s.tokenizer is not None:
+            (run_dir / "tokenizer.txt").write_text(str(s.tokenizer.name_or_path))
+        _reference(s, store, logger)
+    try:
+        plan = batch_plan(int(cfg.num_samples), int(cfg.batch_size))
+        for num_steps in todo:
+            done = state["batches"].get(num_steps, {})
+            pending = [p for p in plan if p[0] not in done]
+            if len(pending) < len(plan):
+                log.info("steps=%d: resuming, %d of %d batches done", num_steps,
+                         len(plan) - len(pending), len(plan))
+            for r in range(0, len(pending), group.world):
+                mine = pending[r : r + group.world]
+                out = generate_batch(s, num_steps, *mine[group.rank]) \
+                    if group.rank < len(mine) else None
+                results = group.gather(out)
+                if group.is_main:
+                    for res in results:
+                        if res is not None:
+                            store.append_batch(res["cost"], res["rows"])
+            if group.is_main:
+                costs = list(store.state()["batches"][num_steps].values())
+                line = summarize(s, num_steps, costs, store.tokens(num_steps))
+                store.append_metrics(line)
+                logger.log_step(line)
+                log.info("steps=%d gen_ppl=%.3f entropy=%.3f seconds=%.1f", num_steps,
+                         line["gen_ppl"], line["entropy"], line["seconds"])
+            group.barrier()
+        if group.is_main:
+            logger.log_samples(store.samples())
+    finally:
+        if logger is not None:
+            logger.finish()
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="run")
+def main(cfg: DictConfig) -> None:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # one bar per checkpoint load clutters sweep logs
+    hc = HydraConfig.get()
+    run(cfg, hc.runtime.output_dir, dict(hc.runtime.choices))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,201 @@
+"""Config composition: every group and option composes and resolves; bad keys and values fail
+with messages that name what is wrong (before any model is loaded)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
+
+import experiments.config  # noqa: F401  (registers the run schema and resolvers)
+from experiments.config import ConfigError, build
+from experiments.session import Session
+
+CONF = Path(__file__).resolve().parent.parent / "conf"
+RUN_GROUPS = ["denoiser", "ar", "judge", "strategy", "guide", "schedule", "data", "corpus",
+              "oracle", "logger", "experiment"]
+REQUIRED = {
+    "guide": {"none", "edlm", "dcd", "dcd_is"},
+    "strategy": {"ancestral", "confidence", "margin", "entropy", "left_to_right", "remdm",
+                 "blocks"},
+    "denoiser": {"tiny", "hmm", "sedd_small", "sedd_medium", "mdlm_owt"},
+    "ar": {"tiny", "hmm", "gpt2"},
+    "judge": {"tiny", "hmm", "gpt2", "gpt2_large"},
+    "data": {"unconditional", "prefix", "infill"},
+    "logger": {"jsonl", "wandb"},
+    "experiment": {"hmm_oracle", "shakespeare_sweep", "owt_sedd_medium"},
+}
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def compose_run(overrides=(), hydra_config=False):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("run", overrides=list(overrides), return_hydra_config=hydra_config)
+
+
+def test_required_option_names_exist():
+    for group, names in REQUIRED.items():
+        assert names <= set(options(group)), (group, names - set(options(group)))
+
+
+def test_top_level_keys_and_defaults():
+    cfg = compose_run()
+    assert list(cfg.steps) == [2, 4, 8, 16, 32, 64, 128] and cfg.length == 128
+    for key in ("num_samples", "batch_size", "seed"):
+        assert isinstance(cfg[key], int)
+    assert cfg.guide._target_.endswith("Independent")
+
+
+@pytest.mark.parametrize("group,option", [(g, o) for g in RUN_GROUPS for o in options(g)])
+def test_every_option_composes_and_resolves(group, option):
+    extra = ["corpus.path=/tmp/x.txt"] if option == "text_file" else []
+    cfg = compose_run([f"{group}={option}", *extra])
+    data = OmegaConf.to_container(cfg, resolve=True)
+    node = data.get(group)
+    if group == "experiment":
+        return
+    if option == "none" and group != "guide":
+        assert node is None
+    else:
+        assert isinstance(node, dict) and "_target_" in node, node
+
+
+@pytest.mark.parametrize("launcher,target", [("local", "joblib"), ("slurm", "submitit"),
+                                             ("joblib", "joblib"),
+                                             ("submitit_slurm", "submitit")])
+def test_launchers_compose(launcher, target):
+    cfg = compose_run([f"hydra/launcher={launcher}"], hydra_config=True)
+    assert target in cfg.hydra.launcher._target_
+    assert any(c._target_.endswith("SweepResults") for c in cfg.hydra.callbacks.values())
+
+
+def test_slurm_launcher_settings_resolve():
+    cfg = compose_run(["hydra/launcher=slurm", "hydra.launcher.partition=gpu"], True)
+    assert cfg.hydra.launcher.partition == "gpu" and cfg.hydra.launcher.gpus_per_node == 1
+
+
+def test_evaluate_config_composes():
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("evaluate", overrides=["run_dir=/tmp/x", "judge=gpt2_large"])
+    assert cfg.judge.name_or_path == "gpt2-large"
+
+
+def test_oracle_experiment_shares_one_hmm():
+    cfg = compose_run(["experiment=hmm_oracle"])
+    s = Session(cfg)
+    assert s.denoiser.hmm is s.ar.hmm is s.judge.hmm is s.oracle
+    assert cfg.length == s.oracle.length
+
+
+def test_unknown_top_level_key_is_refused():
+    with pytest.raises(ConfigCompositionException):
+        compose_run(["num_sampels=3"])
+    cfg = compose_run(["experiment=hmm_oracle", "+num_sampels=3"])  # `+` forces a new key
+    with pytest.raises(ConfigError, match="unknown top-level key 'num_sampels'.*num_samples"):
+        Session(cfg)
+
+
+def test_wrong_type_is_refused():
+    with pytest.raises(ConfigCompositionException):
+        compose_run(["steps=[2,x]"])
+
+
+def test_unknown_option_lists_available():
+    with pytest.raises(ConfigCompositionException, match="edlm"):
+        compose_run(["guide=edlmm"])
+
+
+def test_unknown_group_key_names_group_option_and_key():
+    cfg = compose_run(["experiment=hmm_oracle", "guide=edlm", "+guide.num_candidate=3"])
+    with pytest.raises(ConfigError, match=r"guide=edlm: unknown key 'num_candidate'.*"
+                                          r"did you mean 'num_candidates'"):
+        _ = Session(cfg, {"guide": "edlm"}).guide
+
+
+@pytest.mark.parametrize("override,match", [
+    ("steps=[0,2]", "steps"), ("steps=[]", "steps"), ("steps=[2,2]", "repeated"),
+    ("num_samples=0", "num_samples"), ("batch_size=-1", "batch_size"),
+    ("top_p=1.5", "top_p"), ("temperature=0", "temperature"),
+])
+def test_bad_values_fail_before_models(override, match):
+    cfg = compose_run(["experiment=hmm_oracle", override])
+    with pytest.raises(ConfigError, match=match):
+        Session(cfg)
+
+
+def test_bad_constructor_value_names_the_option():
+    cfg = compose_run(["experiment=hmm_oracle", "guide=edlm", "guide.num_candidates=0"])
+    with pytest.raises(ConfigError, match="guide=edlm: ValueError: num_candidates"):
+        _ = Session(cfg, {"guide": "edlm"}).guide
+
+
+def test_steps_checked_against_strategy():
+    cfg = compose_run(["experiment=hmm_oracle", "strategy=blocks", "strategy.block_length=2",
+                       "steps=[1,4]"])
+    with pytest.raises(ConfigError, match="steps=1 with strategy=blocks"):
+        Session(cfg, {"strategy": "blocks"}).check_steps()
+
+
+def test_mauve_missing_is_explained(monkeypatch):
+    import builtins
+
+    real = builtins.__import__
+
+    def no_mauve(name, *args, **kwargs):
+        if name == "mauve":
+            raise ImportError("no mauve")
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_mauve)
+    cfg = compose_run(["experiment=hmm_oracle", "mauve=true"])
+    with pytest.raises(ConfigError, match="pip install mauve-text"):
+        Session(cfg)
+
+
+def test_guide_without_ar_is_explained():
+    cfg = compose_run(["experiment=hmm_oracle", "guide=dcd", "ar=none"])
+    with pytest.raises(ConfigError, match="guide=dcd needs an AR model"):
+        _ = Session(cfg, {"guide": "dcd"}).guide
+
+
+def test_missing_target_key_and_bad_target():
+    with pytest.raises(ConfigError, match="missing required key 'block_length'"):
+        build(OmegaConf.create({"_target_": "decoding.strategies.blocks.Blocks"}), "strategy")
+    with pytest.raises(ConfigError, match="cannot import"):
+        build(OmegaConf.create({"_target_": "nowhere.Thing"}), "guide", {"guide": "x"})
+
+
+@pytest.mark.parametrize("strategy", options("strategy"))
+@pytest.mark.parametrize("guide", options("guide"))
+def test_every_strategy_and_guide_generate_on_the_oracle(strategy, guide):
+    cfg = compose_run(["experiment=hmm_oracle", f"strategy={strategy}", f"guide={guide}",
+                       "strategy.block_length=3" if strategy == "blocks" else "seed=0",
+                       "steps=[2,4]"])
+    s = Session(cfg, {"strategy": strategy, "guide": guide})
+    s.check_steps()
+    gen = torch.Generator().manual_seed(0)
+    out = s.coordinator.generate(4, cfg.length, 4, generator=gen)
+    assert out.tokens.shape == (4, cfg.length) and (out.tokens < s.denoiser.vocab_size).all()
+
+
+@pytest.mark.parametrize("data", options("data"))
+def test_every_task_builds_prompts(data):
+    cfg = compose_run(["experiment=hmm_oracle", f"data={data}", "num_samples=5"])
+    s = Session(cfg, {"data": data})
+    prompts = s.prompts
+    if data == "unconditional":
+        assert prompts is None
+        return
+    assert prompts.shape == (5, cfg.length)
+    given = prompts != s.mask_id
+    assert given.any() and not given.all()
+    out = s.coordinator.generate(5, cfg.length, 2, prompt=prompts,
+                                 generator=torch.Generator().manual_seed(0))
+    assert torch.equal(out.tokens[given], prompts[given])
