@@ -36,9 +36,9 @@ class AREnergy:
         parts, calls = [], 0
         for start in range(0, N, rows):
             chunk = candidates[start : start + rows]
-            lp = self.ar.log_probs(chunk).to(torch.float64)
+            lp = self.ar.log_probs(chunk)
             calls += 1
-            tok_lp = lp.gather(-1, chunk[..., None]).squeeze(-1)
+            tok_lp = lp.gather(-1, chunk[..., None]).squeeze(-1).to(torch.float64)
             if self.carry_over:
                 tok_lp = tok_lp.masked_fill(~masked[start : start + rows], 0.0)
             parts.append(tok_lp.sum(dim=1))
