@@ -182,11 +182,12 @@ class Marginals:
     def reduce(self, where: Tensor, fn: Callable[[Tensor], Tensor]) -> Tensor:
         """Apply ``fn``: (n, V) normalised log-probs -> (n,) to the True rows; (B, L) float64.
 
-        Scores only rank positions, so untransformed rows are normalised in their own dtype.
+        Untransformed rows are the denoiser's own log-probs (normalised by the protocol), used
+        in their own dtype: scores only rank positions.
         """
         out = torch.zeros(where.numel(), dtype=torch.float64, device=self.raw.device)
         for rows_idx, rows in self._chunks(where, normalized=False):
-            out[rows_idx] = fn(rows if self.transformed else rows.log_softmax(-1)).double()
+            out[rows_idx] = fn(rows).double()
         return out.view(where.shape)
 
     def rows(self, where: Tensor) -> Tensor:
