@@ -17,8 +17,10 @@ from torch import Tensor
 CHUNK_ELEMENTS = 1 << 21  # float64 elements per chunk (16 MiB): a small fraction of real logits
 
 
-def _chunk_rows(vocab_size: int) -> int:
-    return max(1, CHUNK_ELEMENTS // max(1, vocab_size))
+def _chunk_rows(vocab_size: int, num_samples: int = 1) -> int:
+    """Rows per chunk: each row costs its V entries plus K gathered blocks when drawing."""
+    per_row = vocab_size + num_samples * min(BLOCK, vocab_size)
+    return max(1, CHUNK_ELEMENTS // per_row)
 
 
 def normalize_rows(
@@ -51,8 +53,9 @@ BLOCK = 256  # two-level search: per-block sums, then a cumulative sum inside on
 def _exp_padded(log_weights: Tensor, normalized: bool) -> tuple[Tensor, Tensor]:
     """exp of (n, V) rows into a zero-padded (n, nb, BLOCK) buffer, and the shift used (n, 1)."""
     n, V = log_weights.shape
-    nb = -(-V // BLOCK)
-    buf = log_weights.new_empty(n, nb * BLOCK)
+    block = min(BLOCK, V)
+    nb = -(-V // block)
+    buf = log_weights.new_empty(n, nb * block)
     buf[:, V:] = 0.0
     if normalized:  # log-probs are <= 0: exp cannot overflow, no max pass needed
         shift = log_weights.new_zeros(n, 1)
@@ -62,7 +65,7 @@ def _exp_padded(log_weights: Tensor, normalized: bool) -> tuple[Tensor, Tensor]:
         shift = torch.where(torch.isfinite(shift), shift, torch.zeros_like(shift))
         torch.sub(log_weights, shift, out=buf[:, :V])
         buf[:, :V].exp_()
-    return buf.view(n, nb, BLOCK), shift
+    return buf.view(n, nb, block), shift
 
 
 def inverse_cdf(log_weights: Tensor, num_samples: int, generator: torch.Generator,
@@ -96,7 +99,7 @@ def inverse_cdf(log_weights: Tensor, num_samples: int, generator: torch.Generato
     rest = (target - before) * inner[..., -1] / mass  # rescaled to the block's own sum
     j = (inner <= rest[..., None]).sum(-1)
     last_positive = (inner < inner[..., -1:]).sum(dim=-1)  # rounding guard at a block's end
-    idx = (b * BLOCK + torch.minimum(j, last_positive)).clamp_(max=V - 1)
+    idx = (b * e.shape[-1] + torch.minimum(j, last_positive)).clamp_(max=V - 1)
     log_q = (log_weights.gather(-1, idx).to(torch.float64) - shift.to(torch.float64)
              - total.log())
     return idx, log_q
@@ -137,7 +140,7 @@ class Marginals:
     def transformed(self) -> bool:
         return self.temperature != 1.0 or self.top_p < 1.0
 
-    def _chunks(self, where: Tensor, normalized: bool = True):
+    def _chunks(self, where: Tensor, normalized: bool = True, num_samples: int = 1):
         """Yield (row indices (n,), rows (n, V)) for the True entries of ``where``.
 
         Rows are float64 normalised log-probs, or, with ``normalized=False`` and no transform,
@@ -145,7 +148,7 @@ class Marginals:
         """
         flat = self.raw.reshape(-1, self.raw.shape[-1])
         idx = where.reshape(-1).nonzero().squeeze(-1)
-        step = _chunk_rows(self.raw.shape[-1])
+        step = _chunk_rows(self.raw.shape[-1], num_samples)
         for start in range(0, idx.numel(), step):
             rows_idx = idx[start : start + step]
             rows = flat[rows_idx]
@@ -165,7 +168,7 @@ class Marginals:
         B, L, _ = self.raw.shape
         tokens = torch.zeros(k, B * L, dtype=torch.long, device=self.raw.device)
         log_q = torch.zeros(k, B * L, dtype=torch.float64, device=self.raw.device)
-        for rows_idx, rows in self._chunks(where, normalized=False):
+        for rows_idx, rows in self._chunks(where, normalized=False, num_samples=k):
             draw, lq = inverse_cdf(rows, k, generator, normalized=not self.transformed)
             tokens[:, rows_idx] = draw.T
             log_q[:, rows_idx] = lq.T
