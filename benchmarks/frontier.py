@@ -1,0 +1,289 @@
+"""Quality-vs-compute frontiers: gen PPL, entropy, wall-clock and forwards per method and steps.
+
+    python benchmarks/frontier.py                               # both suites, ~15 min, 1 thread
+    python benchmarks/frontier.py --suite oracle --quick        # seconds (the smoke test)
+    python benchmarks/frontier.py --suite default --methods none/ancestral,dcd --steps 2,4,128
+
+Suites:
+
+* ``default``: the embedded tiny Shakespeare models (``models/tiny``): samples scored by the
+  judge (gen PPL with the EOS convention of ``experiments.metrics``), held-out windows as the
+  "data" row, and the plain AR baselines: the small AR model and the judge sampling L tokens
+  after BOS with transformers ``generate`` (KV cache, ``top_k=0``).
+* ``oracle``: an HMM language (``models.HMM``) as denoiser, AR model and judge: exact gen NLL
+  against the true entropy rate, and TV to the true joint.
+
+A method is ``<guide>/<strategy>``: guides none, edlm<K> (K = 2, 4, 8), dcd, dcd_is4; strategies
+ancestral, margin, remdm, and left_to_right (dcd only: DCD's autoregressive variant; dcd with
+ancestral is the chunked variant). Every method draws the same number of samples per point from
+a generator seeded by (seed, steps) only, so methods share random numbers at each step count.
+In the default suite, the costlier methods stop at a step cap (``CAPS``; ``--all-steps`` lifts
+it). Writes ``frontier.csv`` (after every point), ``frontier.md`` and ``frontier_<suite>.png``
+under ``--out``, and prints a table and the targets block (``benchmarks/frontier_report.py``);
+``--from-csv`` redoes that report from an earlier CSV without measuring anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from frontier_report import (  # noqa: E402
+    print_table,
+    print_targets,
+    read_csv,
+    write_csv,
+    write_markdown,
+    write_plots,
+)
+
+from copula import CopulaGuide, CopulaISGuide  # noqa: E402
+from decoding import Coordinator  # noqa: E402
+from decoding.strategies import Ancestral, Confidence, LeftToRight, ReMDM  # noqa: E402
+from edlm.guide import EnergyGuide  # noqa: E402
+from experiments.metrics import Evaluator, judge_nll, to_judge_ids, trim  # noqa: E402
+
+STRATEGIES = {"ancestral": Ancestral, "margin": lambda: Confidence("margin"),
+              "remdm": lambda: ReMDM("cap", eta=0.04), "left_to_right": LeftToRight}
+GUIDES = {"none": lambda ar, k: None, "edlm": lambda ar, k: EnergyGuide(ar, num_candidates=k),
+          "dcd": lambda ar, k: CopulaGuide(ar),
+          "dcd_is": lambda ar, k: CopulaISGuide(ar, num_candidates=k)}
+# (guide, K, strategy, largest step count in the default suite; None: every step count)
+CAPS = [("none", None, "ancestral", None), ("none", None, "margin", 32),
+        ("none", None, "remdm", 32),
+        ("edlm", 2, "ancestral", 16), ("edlm", 4, "ancestral", 16), ("edlm", 8, "ancestral", 8),
+        ("edlm", 2, "margin", 8), ("edlm", 4, "margin", 8), ("edlm", 8, "margin", 4),
+        ("edlm", 2, "remdm", 8), ("edlm", 4, "remdm", 8), ("edlm", 8, "remdm", 4),
+        ("dcd", None, "left_to_right", 16), ("dcd", None, "ancestral", 16),
+        ("dcd", None, "margin", 8), ("dcd", None, "remdm", 8),
+        ("dcd_is", 4, "ancestral", 8), ("dcd_is", 4, "margin", 4), ("dcd_is", 4, "remdm", 4)]
+
+
+@dataclass
+class Method:
+    guide: str
+    k: int | None
+    strategy: str
+    cap: int | None
+
+    @property
+    def label(self) -> str:
+        return f"{self.guide}{self.k or ''}"
+
+    @property
+    def name(self) -> str:
+        return f"{self.label}/{self.strategy}"
+
+
+METHODS = [Method(*spec) for spec in CAPS]
+ORACLE = (4, 8, 10)  # HMM.random(V, H, L, concentration=0.2): 4**10 sequences, enumerable
+
+
+@dataclass
+class Suite:
+    name: str
+    denoiser: object
+    ar: object
+    evaluator: Evaluator
+    length: int
+    num_samples: int
+    steps: list[int]
+    capped: bool
+    rows: list[dict] = field(default_factory=list)
+
+
+def point_seed(seed: int, steps: int) -> int:
+    return seed * 1_000_003 + steps
+
+
+def nll_se(evaluator: Evaluator, tokens: torch.Tensor) -> float:
+    """Standard error of the pooled gen NLL over samples (ratio estimator over samples)."""
+    if evaluator.hmm is not None:
+        per = -evaluator.hmm.log_prob(tokens) / tokens.shape[1]
+        return float(per.std() / math.sqrt(per.numel()))
+    seqs = to_judge_ids(trim(tokens, evaluator.eos_id), evaluator.source_tokenizer,
+                        evaluator.judge_tokenizer, evaluator.eos_id)
+    sums, counts = map(torch.tensor, zip(*(judge_nll(evaluator.judge, [s]) for s in seqs)))
+    n, mean = len(seqs), sums.sum() / counts.sum()
+    if n < 2:
+        return float("nan")
+    resid = (sums - mean * counts).double()
+    return float((resid.pow(2).sum() / (n * (n - 1))).sqrt() / counts.double().mean())
+
+
+def score(suite: Suite, tokens: torch.Tensor) -> dict:
+    out = suite.evaluator(tokens)
+    out["gen_nll_se"] = nll_se(suite.evaluator, tokens)
+    return out
+
+
+def record(suite: Suite, out: Path, row: dict) -> None:
+    row = {"suite": suite.name, "num_samples": suite.num_samples, "length": suite.length,
+           "threads": torch.get_num_threads(), **row}
+    suite.rows.append(row)
+    write_csv(out, suite.rows)
+    print(f"  [{suite.name}] {row['method']:<20} steps={row.get('steps', '')!s:<4} "
+          f"gen_ppl={row.get('gen_ppl', float('nan')):9.3f} "
+          f"entropy={row.get('entropy', float('nan')):.3f} "
+          f"seconds={row.get('seconds', float('nan')):.2f}", flush=True)
+
+
+def run_method(suite: Suite, method: Method, steps: int, seed: int) -> dict:
+    coord = Coordinator(suite.denoiser, STRATEGIES[method.strategy](),
+                        GUIDES[method.guide](suite.ar, method.k))
+    gen = torch.Generator().manual_seed(point_seed(seed, steps))
+    cpu = time.process_time()
+    res = coord.generate(suite.num_samples, suite.length, steps, generator=gen,
+                         batch_size=suite.num_samples)
+    cpu = time.process_time() - cpu
+    ess = [r.ess for r in res.trace if r.ess is not None]
+    return {"method": method.name, "guide": method.label, "strategy": method.strategy,
+            "k": method.k, "steps": steps, **score(suite, res.tokens),
+            "seconds": res.seconds, "cpu_seconds": cpu, "nfe_denoiser": res.nfe["denoiser"],
+            "nfe_ar": res.nfe["ar_forwards"],
+            "ar_tokens": res.nfe["ar_tokens"] / suite.num_samples,
+            "ess": sum(ess) / len(ess) if ess else None}
+
+
+def ar_baseline(suite: Suite, name: str, lm, seed: int) -> dict:
+    """L tokens after BOS from a transformers model's own ``generate`` (KV cache)."""
+    n, length = suite.num_samples, suite.length
+    bos = torch.full((n, 1), lm.bos_id, dtype=torch.long)
+    torch.manual_seed(seed)  # generate draws from the global generator
+    wall, cpu = time.perf_counter(), time.process_time()
+    with torch.inference_mode():
+        out = lm.model.generate(input_ids=bos, attention_mask=torch.ones_like(bos),
+                                do_sample=True, top_k=0, top_p=1.0, temperature=1.0,
+                                max_new_tokens=length, pad_token_id=lm.model.config.pad_token_id)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    tokens = out[:, 1:].cpu()
+    if tokens.shape[1] < length:  # every row stopped at EOS: what follows is never scored
+        pad = torch.full((n, length - tokens.shape[1]), suite.evaluator.eos_id)
+        tokens = torch.cat([tokens, pad], 1)
+    return {"method": f"{name}/generate", "guide": name, "strategy": "generate",
+            "steps": length, **score(suite, tokens), "seconds": wall, "cpu_seconds": cpu,
+            "nfe_denoiser": 0, "nfe_ar": length, "ar_tokens": length}
+
+
+def selected(methods: list[Method], wanted: str | None) -> list[Method]:
+    if not wanted:
+        return methods
+    keys = set(wanted.split(","))
+    return [m for m in methods if keys & {m.name, m.label, m.guide, m.strategy}]
+
+
+def warm_up(suite: Suite) -> None:
+    """Untimed: first calls allocate buffers and load kernels."""
+    for guide in ("none", "dcd"):
+        Coordinator(suite.denoiser, LeftToRight(), GUIDES[guide](suite.ar, None)).generate(
+            2, suite.length, 2, generator=torch.Generator().manual_seed(0))
+
+
+def run_suite(suite: Suite, methods: list[Method], a, out: Path, extra=None) -> None:
+    print(f"suite {suite.name}: {suite.num_samples} samples x {suite.length} tokens per point, "
+          f"steps {suite.steps}, {torch.get_num_threads()} thread(s)", flush=True)
+    warm_up(suite)
+    for steps in suite.steps:
+        for m in methods:
+            if suite.capped and not a.all_steps and m.cap is not None and steps > m.cap:
+                continue
+            record(suite, out, run_method(suite, m, steps, a.seed))
+    for row in extra() if extra else []:
+        record(suite, out, row)
+
+
+def run_default(a, methods: list[Method], out: Path, rows: list[dict]) -> None:
+    from experiments.data import ShakespeareCorpus
+    from models import load_ar, load_denoiser
+
+    den = load_denoiser(ROOT / "models/tiny/denoiser")
+    ar, judge = load_ar(ROOT / "models/tiny/ar"), load_ar(ROOT / "models/tiny/judge")
+    tok = den.tokenizer
+    quick = a.quick
+    suite = Suite("default", den, ar, Evaluator(judge, tok, tok.eos_token_id),
+                  32 if quick else a.length, a.num_samples or (4 if quick else 32),
+                  a.steps or ([2, 4] if quick else [2, 4, 8, 16, 32, 64, 128]), True, rows)
+    data = ShakespeareCorpus(tok).sequences(8 if quick else a.reference_samples, suite.length)
+    record(suite, out, {"method": "data", "guide": "data", **score(suite, data),
+                        "num_samples": data.shape[0]})
+    want_ar = not a.methods or "ar" in a.methods.split(",")
+    run_suite(suite, methods, a, out, lambda: [ar_baseline(suite, name, lm, a.seed) for name, lm
+                                                in (("ar", ar), ("judge", judge)) if want_ar])
+
+
+def run_oracle(a, methods: list[Method], out: Path, rows: list[dict]) -> None:
+    from experiments.data import OracleCorpus
+    from models import HMM, HMMAutoregressive, HMMDenoiser
+
+    spec = (4, 4, 5) if a.quick else ORACLE  # (V, H, L); V**L <= 2e6 for the entropy rate
+    hmm = HMM.random(*spec, seed=0, concentration=0.2)
+    suite = Suite("oracle", HMMDenoiser(hmm), HMMAutoregressive(hmm),
+                  Evaluator(HMMAutoregressive(hmm)), hmm.length,
+                  a.oracle_samples or (64 if a.quick else 4096),
+                  a.steps or ([1, 2] if a.quick else [1, 2, 4, 8]), False, rows)
+    print(f"oracle: {hmm!r}, random(concentration=0.2, seed=0)", flush=True)
+    data = OracleCorpus(hmm).sequences(suite.num_samples, hmm.length)
+    rate = hmm.entropy_rate()
+    record(suite, out, {"method": "data", "guide": "data", **score(suite, data)})
+    record(suite, out, {"method": "entropy_rate", "guide": "truth", "gen_nll": rate,
+                        "gen_ppl": math.exp(rate), "num_samples": None})
+    run_suite(suite, methods, a, out)
+
+
+def parse_steps(text: str | None) -> list[int] | None:
+    return None if not text else sorted({int(s) for s in text.split(",")})
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--suite", choices=["default", "oracle", "all"], default="all")
+    p.add_argument("--steps", type=parse_steps,
+                   help="comma list (default: 2,4,...,128 default suite; 1,2,4,8 oracle)")
+    p.add_argument("--num-samples", type=int, help="per point, default suite (default 32)")
+    p.add_argument("--oracle-samples", type=int, help="per point, oracle suite (default 4096)")
+    p.add_argument("--methods", help="comma list of names (dcd/left_to_right), guides (edlm4, "
+                   "dcd), strategies (margin); 'ar' selects the AR baselines")
+    p.add_argument("--length", type=int, default=128, help="default suite sequence length")
+    p.add_argument("--reference-samples", type=int, default=256, help="held-out windows")
+    p.add_argument("--all-steps", action="store_true", help="lift the default suite's caps")
+    p.add_argument("--quick", action="store_true", help="tiny settings: a smoke test")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    p.add_argument("--out", default=str(ROOT / "docs" / "benchmarks"))
+    p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--from-csv", help="measure nothing: redo the report of a frontier.csv")
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    methods, rows = selected(METHODS, a.methods), []
+    start = time.perf_counter()
+    if a.from_csv:
+        rows = read_csv(Path(a.from_csv))
+    if a.suite in ("default", "all") and not a.from_csv:
+        run_default(a, methods, out, rows)
+    if a.suite in ("oracle", "all") and not a.from_csv:
+        run_oracle(a, methods, out, rows)
+    if not a.no_plots:
+        write_plots(out, rows)
+    write_markdown(out, rows)
+    print_table(rows)
+    print_targets(rows)
+    if not a.from_csv:
+        print(f"total wall-clock {time.perf_counter() - start:.0f} s, {a.threads} thread(s); "
+              f"results in {out}")
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+"""Smoke test of benchmarks/frontier.py on the HMM oracle (tiny settings, a few seconds), and the
+target logic of benchmarks/frontier_report.py on hand-made rows."""
+
+import csv
+import importlib
+import math
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _load(name: str):
+    if str(BENCH) not in sys.path:
+        sys.path.insert(0, str(BENCH))
+    return importlib.import_module(name)
+
+
+def test_frontier_quick_oracle(tmp_path, capsys):
+    frontier = _load("frontier")
+    rows = frontier.main(["--suite", "oracle", "--quick", "--steps", "1,2", "--oracle-samples",
+                          "48", "--out", str(tmp_path)])
+    printed = capsys.readouterr().out
+    assert (tmp_path / "frontier.csv").exists() and (tmp_path / "frontier_oracle.png").exists()
+    assert (tmp_path / "frontier.md").exists()
+    with open(tmp_path / "frontier.csv") as f:
+        table = list(csv.DictReader(f))
+    assert len(table) == len(rows) == 2 + 2 * len(frontier.METHODS)
+    points = [r for r in rows if r.get("strategy") in frontier.STRATEGIES]
+    assert {r["method"] for r in points} == {m.name for m in frontier.METHODS}
+    assert all(r["num_samples"] == 48 and r["steps"] in (1, 2) for r in points)
+    truth = next(r["gen_nll"] for r in rows if r["method"] == "entropy_rate")
+    assert all(math.isfinite(r["gen_nll"]) and r["gen_nll"] > 0.5 * truth for r in points)
+    dcd = next(r for r in points if r["method"] == "dcd/left_to_right" and r["steps"] == 2)
+    assert dcd["ar_tokens"] == 5 and dcd["nfe_denoiser"] >= 2  # L AR tokens in total
+    assert "targets" in printed and "gen NLL" in printed
+    report = (tmp_path / "frontier.md").read_text()
+    again = frontier.main(["--from-csv", str(tmp_path / "frontier.csv"), "--out", str(tmp_path)])
+    assert [r["gen_nll"] for r in again] == [r["gen_nll"] for r in rows]
+    assert (tmp_path / "frontier.md").read_text() == report
+
+
+def test_frontier_same_seed_same_samples(tmp_path):
+    frontier = _load("frontier")
+    args = ["--suite", "oracle", "--quick", "--steps", "2", "--methods", "none,dcd_is",
+            "--no-plots", "--out", str(tmp_path)]
+    first, second = frontier.main(args), frontier.main(args)
+    key = [(r["method"], r["gen_nll"], r.get("entropy")) for r in first]
+    assert key == [(r["method"], r["gen_nll"], r.get("entropy")) for r in second]
+    assert {r["method"] for r in first} >= {"none/ancestral", "dcd_is4/margin"}
+    assert not any(r["method"].startswith("edlm") for r in first)
+
+
+def _row(method, steps, ppl, seconds, entropy=4.0, suite="default"):
+    guide, strategy = method.split("/") if "/" in method else (method, None)
+    return {"suite": suite, "method": method, "guide": guide, "strategy": strategy,
+            "steps": steps, "gen_ppl": ppl, "gen_nll": math.log(ppl), "gen_nll_se": 0.01,
+            "entropy": entropy, "seconds": seconds, "cpu_seconds": seconds}
+
+
+def test_targets_logic():
+    report = _load("frontier_report")
+    rows = [_row("data", None, 70.0, None, entropy=4.17),
+            _row("none/ancestral", 128, 300.0, 60.0),
+            _row("edlm4/ancestral", 16, 310.0, 10.0),  # gen PPL too high
+            _row("dcd/left_to_right", 32, 200.0, 10.0)]  # too many steps
+    assert report.default_target(rows)["status"] == "MISS"
+    rows.append(_row("dcd/ancestral", 8, 250.0, 12.0, entropy=4.1))
+    result = report.default_target(rows)
+    assert result["status"] == "PASS" and "dcd/ancestral at 8 steps" in result["measured"]
+    rows.append(_row("dcd/margin", 4, 200.0, 5.0, entropy=3.5))  # entropy 16% low
+    assert "dcd/ancestral" in report.default_target(rows)["measured"]
+    oracle = [_row("entropy_rate", None, math.exp(1.0), None, suite="oracle"),
+              _row("none/ancestral", 4, math.exp(1.1), 0.1, suite="oracle"),
+              _row("dcd/ancestral", 4, math.exp(1.015), 0.1, suite="oracle")]
+    assert report.oracle_target(oracle)["status"] == "PASS"
+    oracle[-1]["gen_nll"] = 1.03
+    assert report.oracle_target(oracle)["status"] == "MISS"
