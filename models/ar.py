@@ -119,7 +119,11 @@ class HFCausalLM(nn.Module):
 
     def _forward(self, ids: Tensor, kv: Any = None) -> Tensor:
         kwargs = {self._cache_kw: kv, "use_cache": kv is not None}
-        return self.model(input_ids=ids, **kwargs).logits
+        # Nothing is padded; an explicit all-ones mask says so (transformers warns otherwise
+        # when a real token shares the pad id).
+        past = kv.get_seq_length() if kv is not None else 0
+        mask = torch.ones(ids.shape[0], past + ids.shape[1], dtype=torch.long, device=ids.device)
+        return self.model(input_ids=ids, attention_mask=mask, **kwargs).logits
 
     def log_probs(self, x: Tensor) -> Tensor:
         """(B, L) long -> (B, L, V) float32; row i = log p(x_i | BOS, x_<i)."""
