@@ -46,10 +46,7 @@ class CopulaISGuide(CopulaGuide):
         k = self.num_candidates
         out = self.drafter.draft(ctx, L, generator, k=k, score_tail=True)
         weights = normalized_weights((out.log_ar - out.log_r).view(B, k))
-        if k > 1:
-            choice = resample(weights, 1, generator, self.resampling)[:, 0]
-        else:
-            choice = torch.zeros(B, dtype=torch.long, device=ctx.x.device)
+        choice = resample(weights, 1, generator, self.resampling)[:, 0]
         index = torch.arange(B, device=ctx.x.device) * k + choice
         self.drafter.keep(index)
         return Draft(tokens=out.tokens[index], ess=effective_sample_size(weights),

@@ -15,7 +15,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from decoding.guides.independent import Independent
-from decoding.sampling import Marginals
+from decoding.sampling import Marginals, check_transforms
 from decoding.schedules import LogLinear, Schedule
 from decoding.strategies.base import Strategy
 from decoding.types import (
@@ -80,7 +80,7 @@ class Coordinator:
         if 0 <= denoiser.mask_id < denoiser.vocab_size:
             raise ValueError(f"mask_id {denoiser.mask_id} lies inside the real vocabulary "
                              f"0..{denoiser.vocab_size - 1}")
-        Marginals(torch.zeros(1, 1, 1), temperature, top_p)  # validates the transforms
+        check_transforms(temperature, top_p)
         self.denoiser, self.strategy = denoiser, strategy
         self.guide = guide if guide is not None else Independent()
         self.schedule = schedule if schedule is not None else LogLinear()

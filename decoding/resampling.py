@@ -33,12 +33,15 @@ def resample(weights: Tensor, num: int, generator: torch.Generator,
     ``multinomial`` uses ``num`` independent uniforms per row; ``systematic`` one uniform per
     row shifted over ``num`` evenly spaced points (lower variance when ``num`` > 1; for one
     survivor the two coincide). Rows are resampled independently: candidates never move
-    between rows.
+    between rows. With a single candidate no random number is drawn, so K = 1 consumes the
+    generator exactly like a guide without resampling.
     """
     if method not in METHODS:
         raise ValueError(f"resampling must be one of {METHODS}, got {method!r}")
     B = weights.shape[0]
     dev = weights.device
+    if weights.shape[1] == 1:
+        return torch.zeros(B, num, dtype=torch.long, device=dev)
     if method == "multinomial":
         u = torch.rand(B, num, dtype=torch.float64, device=dev, generator=generator)
     else:

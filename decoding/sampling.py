@@ -116,6 +116,14 @@ def gumbel_max(logits: Tensor, generator: torch.Generator, dtype=torch.float64) 
     return (logits.to(dtype) + g).argmax(dim=-1)
 
 
+def check_transforms(temperature: float, top_p: float) -> None:
+    """Fail loudly on a temperature or nucleus mass that cannot define a distribution."""
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if not 0.0 < top_p <= 1.0:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+
+
 class Marginals:
     """Per-position proposal q(x0_i | x_t): the denoiser's log-probs plus temperature/top-p.
 
@@ -124,10 +132,7 @@ class Marginals:
     """
 
     def __init__(self, log_probs: Tensor, temperature: float = 1.0, top_p: float = 1.0):
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
-        if not 0.0 < top_p <= 1.0:
-            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+        check_transforms(temperature, top_p)
         self.raw = log_probs
         self.temperature = temperature
         self.top_p = top_p

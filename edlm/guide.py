@@ -80,10 +80,7 @@ class EnergyGuide:
         energy, calls = self.energy(cands.reshape(B * k, L), masked.reshape(B * k, L),
                                     log_q.sum(dim=2).reshape(B * k))
         weights = normalized_weights(-energy.view(B, k), self.temperature)
-        if k > 1:
-            choice = resample(weights, 1, generator, self.resampling)[:, 0]
-        else:
-            choice = torch.zeros(B, dtype=torch.long, device=ctx.x.device)
+        choice = resample(weights, 1, generator, self.resampling)[:, 0]
         rows = torch.arange(B, device=ctx.x.device)
         return Draft(tokens=cands[rows, choice], log_q=log_q[rows, choice],
                      ess=effective_sample_size(weights), ar_forwards=calls,
