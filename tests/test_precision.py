@@ -68,9 +68,11 @@ def test_rows_only_head_equals_the_full_rows(denoisers, gen, monkeypatch):
     torch.testing.assert_close(full, ref, atol=1e-5, rtol=1e-5)
     rows = d32.log_probs(x, t, rows=masked)
     assert rows.shape == (int(masked.sum()), d32.vocab_size)
-    assert torch.equal(rows, full[masked])
+    # Chunks of different row sets may round differently in the last bit, no more.
+    torch.testing.assert_close(rows, full[masked], atol=1e-5, rtol=0)
     causal = d32.log_probs(x, t, causal=True, rows=masked)
-    assert torch.equal(causal, d32.log_probs(x, t, causal=True)[masked])
+    torch.testing.assert_close(causal, d32.log_probs(x, t, causal=True)[masked], atol=1e-5,
+                               rtol=0)
     assert d32.log_probs(x, t, rows=torch.zeros_like(masked)).shape == (0, d32.vocab_size)
     with pytest.raises(ValueError, match="rows must be"):
         d32.log_probs(x, t, rows=masked.long())
