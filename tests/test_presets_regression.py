@@ -1,8 +1,8 @@
 """Same seed, same tokens: fingerprints of every strategy preset x guide on fixed models.
 
-Each entry is the first 16 hex digits of the SHA-256 of the generated (N, L) int64 tokens,
-recorded before a refactoring and kept through it, so a change of behaviour cannot slip in
-unnoticed. A change made on purpose updates the entries it affects (and says so in the commit
+Each entry is the first 16 hex digits of the SHA-256 of the generated (N, L) int64 tokens and
+the forward counts, recorded before a refactoring and kept through it, so a change of behaviour
+cannot slip in unnoticed. A change made on purpose updates the entries it affects (and says so in the commit
 message). A new preset needs its entries recorded here: the test fails until they are.
 
 Families:
@@ -34,70 +34,73 @@ GUIDES = ("none", "edlm", "dcd", "dcd_is")
 SETTINGS = {"tiny": dict(n=3, length=16, steps=4), "hmm": dict(n=4, length=6, steps=3)}
 
 FINGERPRINTS = {
-    "hmm/ancestral/dcd": "79c7613b89d7a97f",
-    "hmm/ancestral/dcd_is": "c5e0c5814cf340ef",
-    "hmm/ancestral/edlm": "e9468397df389d03",
-    "hmm/ancestral/none": "19085766df5b5325",
-    "hmm/blocks/dcd": "79c7613b89d7a97f",
-    "hmm/blocks/dcd_is": "c5e0c5814cf340ef",
-    "hmm/blocks/edlm": "e9468397df389d03",
-    "hmm/blocks/none": "19085766df5b5325",
-    "hmm/confidence/dcd": "0bc22d41866a75af",
-    "hmm/confidence/dcd_is": "0bc22d41866a75af",
-    "hmm/confidence/edlm": "66924532110aa4de",
-    "hmm/confidence/none": "680a890831a35233",
-    "hmm/entropy/dcd": "89403da3df7be795",
-    "hmm/entropy/dcd_is": "208db0200bbc3605",
-    "hmm/entropy/edlm": "7b4135983b43a58d",
-    "hmm/entropy/none": "87563a37e8d96922",
-    "hmm/left_to_right/dcd": "58943987e0b3449c",
-    "hmm/left_to_right/dcd_is": "208db0200bbc3605",
-    "hmm/left_to_right/edlm": "7b4135983b43a58d",
-    "hmm/left_to_right/none": "43f6037bf6755ba7",
-    "hmm/margin/dcd": "89403da3df7be795",
-    "hmm/margin/dcd_is": "208db0200bbc3605",
-    "hmm/margin/edlm": "7b4135983b43a58d",
-    "hmm/margin/none": "87563a37e8d96922",
-    "hmm/remdm/dcd": "79c7613b89d7a97f",
-    "hmm/remdm/dcd_is": "0c8ff9342dfea240",
-    "hmm/remdm/edlm": "5ac9fa0359192b5b",
-    "hmm/remdm/none": "19085766df5b5325",
-    "sedd/cosine": "b1a339e0ec1654e3",
-    "sedd/linear": "44721b7a6dcfcd54",
-    "sedd/loglinear": "44721b7a6dcfcd54",
-    "tiny/ancestral/dcd": "5803d7abc88b311f",
-    "tiny/ancestral/dcd_is": "439bc3918df1f4a1",
-    "tiny/ancestral/edlm": "a4dac97b306ffa54",
-    "tiny/ancestral/none": "c9dd837410cad55b",
-    "tiny/blocks/dcd": "5803d7abc88b311f",
-    "tiny/blocks/dcd_is": "439bc3918df1f4a1",
-    "tiny/blocks/edlm": "a4dac97b306ffa54",
-    "tiny/blocks/none": "c9dd837410cad55b",
-    "tiny/confidence/dcd": "3dac1f6c5a434102",
-    "tiny/confidence/dcd_is": "f465d6eb73782489",
-    "tiny/confidence/edlm": "690df02e2c2aaeb1",
-    "tiny/confidence/none": "d85071e7c5340f8c",
-    "tiny/entropy/dcd": "488143751680c686",
-    "tiny/entropy/dcd_is": "60d041fe8d0a7153",
-    "tiny/entropy/edlm": "8535dfdae57485ca",
-    "tiny/entropy/none": "cb9fedacc97b5abf",
-    "tiny/left_to_right/dcd": "e90af117ac0f7290",
-    "tiny/left_to_right/dcd_is": "a90225882742585c",
-    "tiny/left_to_right/edlm": "604c3f20675b568c",
-    "tiny/left_to_right/none": "34e1f42fdfb7571b",
-    "tiny/margin/dcd": "ef22210e67d6ff19",
-    "tiny/margin/dcd_is": "8aae941d48ece82c",
-    "tiny/margin/edlm": "86c00ca96af6a070",
-    "tiny/margin/none": "0bc04ddc40c21e4a",
-    "tiny/remdm/dcd": "6eaf6e8898b7e4a5",
-    "tiny/remdm/dcd_is": "c13edbb601444c51",
-    "tiny/remdm/edlm": "f25165e7d4c55f5e",
-    "tiny/remdm/none": "2b96f93dd18a8fe6",
+    "hmm/ancestral/dcd": "016a815f94f047de",
+    "hmm/ancestral/dcd_is": "c4815e21a06c307e",
+    "hmm/ancestral/edlm": "69ecd581a4b55023",
+    "hmm/ancestral/none": "3dbe5fa56fcc2da7",
+    "hmm/blocks/dcd": "016a815f94f047de",
+    "hmm/blocks/dcd_is": "c4815e21a06c307e",
+    "hmm/blocks/edlm": "69ecd581a4b55023",
+    "hmm/blocks/none": "3dbe5fa56fcc2da7",
+    "hmm/confidence/dcd": "334ef1118af9f938",
+    "hmm/confidence/dcd_is": "9fe33884b0e590ec",
+    "hmm/confidence/edlm": "32c538422107ae5a",
+    "hmm/confidence/none": "f28a85cf4c830b80",
+    "hmm/entropy/dcd": "51574cda02ab9317",
+    "hmm/entropy/dcd_is": "a8f8918107599d14",
+    "hmm/entropy/edlm": "25588210c16f85ba",
+    "hmm/entropy/none": "32547fbb516917e9",
+    "hmm/left_to_right/dcd": "fa29cf372e91b650",
+    "hmm/left_to_right/dcd_is": "a8f8918107599d14",
+    "hmm/left_to_right/edlm": "25588210c16f85ba",
+    "hmm/left_to_right/none": "de8d7ec19cef118d",
+    "hmm/margin/dcd": "51574cda02ab9317",
+    "hmm/margin/dcd_is": "a8f8918107599d14",
+    "hmm/margin/edlm": "25588210c16f85ba",
+    "hmm/margin/none": "32547fbb516917e9",
+    "hmm/remdm/dcd": "016a815f94f047de",
+    "hmm/remdm/dcd_is": "9c4c92a5f19148b8",
+    "hmm/remdm/edlm": "37cd447ab430b849",
+    "hmm/remdm/none": "3dbe5fa56fcc2da7",
+    "sedd/cosine": "fd72eb5b394d79b4",
+    "sedd/linear": "ba2f8094c9d274f2",
+    "sedd/loglinear": "ba2f8094c9d274f2",
+    "tiny/ancestral/dcd": "38277fe9db1eb0e5",
+    "tiny/ancestral/dcd_is": "3ce5bff5a8a89d5b",
+    "tiny/ancestral/edlm": "d5a98d42c4021d30",
+    "tiny/ancestral/none": "e27caeb6d0bde8b2",
+    "tiny/blocks/dcd": "38277fe9db1eb0e5",
+    "tiny/blocks/dcd_is": "3ce5bff5a8a89d5b",
+    "tiny/blocks/edlm": "d5a98d42c4021d30",
+    "tiny/blocks/none": "e27caeb6d0bde8b2",
+    "tiny/confidence/dcd": "42e43caa07525641",
+    "tiny/confidence/dcd_is": "a13919a2545223b6",
+    "tiny/confidence/edlm": "dd3b7b7bacb58256",
+    "tiny/confidence/none": "947afb5d4cc956ad",
+    "tiny/entropy/dcd": "a48353c274e99046",
+    "tiny/entropy/dcd_is": "6a8638c113a9e305",
+    "tiny/entropy/edlm": "222898c4a17abe60",
+    "tiny/entropy/none": "1f9197cb983b958f",
+    "tiny/left_to_right/dcd": "acaf61d065f610e2",
+    "tiny/left_to_right/dcd_is": "3c4f3bf837ad8dfc",
+    "tiny/left_to_right/edlm": "91011920f037e688",
+    "tiny/left_to_right/none": "a9a369355b25ce9d",
+    "tiny/margin/dcd": "99de21814b1da62e",
+    "tiny/margin/dcd_is": "2c7848d856594fd7",
+    "tiny/margin/edlm": "1b08169e284c5009",
+    "tiny/margin/none": "5b9edf0c68a189d5",
+    "tiny/remdm/dcd": "4a008ad218666e5c",
+    "tiny/remdm/dcd_is": "ba09fe61c3a16ac2",
+    "tiny/remdm/edlm": "46ffb24cd75be8a4",
+    "tiny/remdm/none": "325434109a063148",
 }
 
 
-def fingerprint(tokens: torch.Tensor) -> str:
-    return hashlib.sha256(tokens.to(torch.int64).contiguous().numpy().tobytes()).hexdigest()[:16]
+def fingerprint(result) -> str:
+    """Tokens and forward counts of a ``GenerationResult`` -> 16 hex digits."""
+    digest = hashlib.sha256(result.tokens.to(torch.int64).contiguous().numpy().tobytes())
+    digest.update(repr(sorted(result.nfe.items())).encode())
+    return digest.hexdigest()[:16]
 
 
 def strategies() -> list[str]:
@@ -125,7 +128,7 @@ def random_sedd(seed: int = 0) -> SEDDDenoiser:
     return SEDDDenoiser(net)
 
 
-def run_preset(family: str, strategy: str, guide: str, models) -> torch.Tensor:
+def run_preset(family: str, strategy: str, guide: str, models):
     denoiser, ar = models[family]
     tokenizer = getattr(denoiser, "tokenizer", None)
     eos = None if tokenizer is None else tokenizer.eos_token_id
@@ -135,11 +138,11 @@ def run_preset(family: str, strategy: str, guide: str, models) -> torch.Tensor:
     coord = Coordinator(denoiser, strat, gd, LogLinear())
     st = SETTINGS[family]
     return coord.generate(st["n"], st["length"], st["steps"],
-                          generator=torch.Generator().manual_seed(0)).tokens
+                          generator=torch.Generator().manual_seed(0))
 
 
-def check(key: str, tokens: torch.Tensor) -> None:
-    got = fingerprint(tokens)
+def check(key: str, result) -> None:
+    got = fingerprint(result)
     assert key in FINGERPRINTS, f"no fingerprint recorded for {key}: add {key!r}: {got!r}"
     assert got == FINGERPRINTS[key], f"{key}: tokens changed ({got} != {FINGERPRINTS[key]})"
 
@@ -156,5 +159,4 @@ def test_time_conditioned_sedd_tokens(schedule):
     sched = {"loglinear": LogLinear(), "linear": Linear(), "cosine": Cosine()}[schedule]
     strat = build(OmegaConf.load(CONF / "strategy" / "ancestral.yaml"), "strategy")
     coord = Coordinator(random_sedd(), strat, None, sched)
-    tokens = coord.generate(4, 8, 4, generator=torch.Generator().manual_seed(0)).tokens
-    check(f"sedd/{schedule}", tokens)
+    check(f"sedd/{schedule}", coord.generate(4, 8, 4, generator=torch.Generator().manual_seed(0)))
