@@ -2,8 +2,9 @@
 
 Each entry is the first 16 hex digits of the SHA-256 of the generated (N, L) int64 tokens and
 the forward counts, recorded before a refactoring and kept through it, so a change of behaviour
-cannot slip in unnoticed. A change made on purpose updates the entries it affects (and says so in the commit
-message). A new preset needs its entries recorded here: the test fails until they are.
+cannot slip in unnoticed. A change made on purpose updates the entries it affects (and says
+so in the commit message). A new preset needs its entries recorded here: the test fails until
+they are.
 
 Families:
   * ``tiny``: the embedded Shakespeare models (MDLM denoiser, small AR model), length 16;
@@ -62,7 +63,7 @@ FINGERPRINTS = {
     "hmm/remdm/dcd_is": "9c4c92a5f19148b8",
     "hmm/remdm/edlm": "37cd447ab430b849",
     "hmm/remdm/none": "3dbe5fa56fcc2da7",
-    "sedd/cosine": "fd72eb5b394d79b4",
+    "sedd/cosine": "747095556e242c26",
     "sedd/linear": "ba2f8094c9d274f2",
     "sedd/loglinear": "ba2f8094c9d274f2",
     "tiny/ancestral/dcd": "38277fe9db1eb0e5",
