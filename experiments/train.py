@@ -157,6 +157,32 @@ class DenoiserRecipe:
         save_denoiser(denoiser, folder, dtype=dtype)
 
 
+class _Ema:
+    """Exponential moving average of the parameters (MDLM keeps one, decay 0.9999).
+
+    The decay ramps up as min(decay, (1 + n) / (10 + n)) over the n updates so far, so the
+    average does not keep the initial weights for thousands of steps in a short run.
+    """
+
+    def __init__(self, model: nn.Module, decay: float):
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"ema_decay must be in (0, 1), got {decay}")
+        self.decay, self.updates = decay, 0
+        self.shadow = [p.detach().clone().float() for p in model.parameters()]
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        self.updates += 1
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        params = [p.detach().float() for p in model.parameters()]
+        torch._foreach_lerp_(self.shadow, params, 1.0 - decay)
+
+    @torch.no_grad()
+    def copy_to(self, model: nn.Module) -> None:
+        for p, s in zip(model.parameters(), self.shadow):
+            p.copy_(s.to(p.dtype))
+
+
 @torch.no_grad()
 def _mean_over_windows(per_token, windows: Tensor, batch_size: int, device) -> float:
     """Mean of ``per_token(x) -> (B, L)`` over every token of ``windows`` (W, L)."""
@@ -222,6 +248,7 @@ def train(cfg: DictConfig) -> dict:
     optimizer = instantiate(cfg.optimizer)(model.parameters())
     schedule = instantiate(cfg.schedule)
     base_lrs = [g["lr"] for g in optimizer.param_groups]
+    ema = _Ema(model, float(cfg.ema_decay)) if cfg.ema_decay else None
     gen = torch.Generator().manual_seed(int(cfg.seed))
     log.info("%s: %.2fM params, %d train / %d val tokens, device %s, %d threads",
              cfg.model.name, n_params / 1e6, train_stream.numel(), valid_stream.numel(),
@@ -251,6 +278,8 @@ def train(cfg: DictConfig) -> dict:
         if cfg.grad_clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
+        if ema is not None:
+            ema.update(model)
         running.append(loss.item())
         step += 1
         if step % cfg.eval_every == 0 or step == cfg.steps:
@@ -264,6 +293,8 @@ def train(cfg: DictConfig) -> dict:
             running = []
     train_minutes = (time.time() - start) / 60
 
+    if ema is not None:  # the averaged weights are the ones measured and saved
+        ema.copy_to(model)
     # Measure the weights exactly as they will be stored.
     dtype = _DTYPES[cfg.save_dtype]
     model = model.to(dtype).float().eval()
