@@ -16,7 +16,13 @@ from tqdm.auto import tqdm
 
 from decoding.guides.independent import Independent
 from decoding.sampling import Marginals, Rows, check_transforms
-from decoding.schedules import LogLinear, Schedule
+from decoding.schedules import (
+    LogLinear,
+    Schedule,
+    check_pairing,
+    denoiser_time,
+    training_schedule,
+)
 from decoding.strategies.base import Strategy
 from decoding.types import (
     Draft,
@@ -60,7 +66,8 @@ class _Batch:
                 same &= need is not None and not_any(need & ~memo[2].rows)
             if same.item():  # one read per call: skipping a forward needs to know
                 return memo[2]
-        t_vec = torch.full((x.shape[0],), t, dtype=torch.float32, device=x.device)
+        t_vec = torch.full((x.shape[0],), self.c.denoiser_time(t), dtype=torch.float32,
+                           device=x.device)
         if need is None:
             lp = self.c.denoiser.log_probs(x, t_vec, causal=causal)
             expected = (*x.shape, self.c.vocab_size)
@@ -90,7 +97,9 @@ class Coordinator:
         denoiser: satisfies ``decoding.protocols.Denoiser``.
         strategy: a ``decoding.strategies`` object (which positions to commit).
         guide: which values to propose (default ``Independent``: the plain parallel step).
-        schedule: noise schedule (default log-linear, as SEDD/MDLM).
+        schedule: noise schedule of the sampler (default log-linear, as SEDD/MDLM). The
+            denoiser is called at its own time with the same alpha (see
+            ``decoding.schedules.denoiser_time``); a pairing that cannot be mapped is refused.
         temperature, top_p: transforms of the marginals before any draw (nucleus as ReMDM).
         rows_only: ask a denoiser that ``supports_rows`` for the rows each step needs only
             (the same tokens either way; False computes every row, for comparisons).
@@ -112,7 +121,14 @@ class Coordinator:
         self.vocab_size, self.mask_id = denoiser.vocab_size, denoiser.mask_id
         self.time_conditioned = bool(getattr(denoiser, "time_conditioned", True))
         self.rows_only = bool(rows_only and getattr(denoiser, "supports_rows", False))
+        self.training_schedule = training_schedule(denoiser)
+        check_pairing(self.schedule, self.training_schedule)
         self.guide.check(denoiser)
+
+    def denoiser_time(self, t: float) -> float:
+        """The time the denoiser is called at for the sampler's time t (t itself when the
+        sampler uses the denoiser's own schedule)."""
+        return denoiser_time(t, self.schedule, self.training_schedule)
 
     def _prompt(self, prompt: Tensor | None, n: int, length: int) -> Tensor:
         if prompt is None:

@@ -26,26 +26,28 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from decoding.schedules import EPS, LogLinear, Schedule, loglinear_sigma
+
 from .ddit import DDiT
 from .output_head import head_log_probs
 
 __all__ = ["MDLMDenoiser", "SEDDDenoiser", "loglinear_sigma"]
 
 
-def loglinear_sigma(t: Tensor, eps: float = 1e-3) -> Tensor:
-    """Total noise of the log-linear schedule, σ(t) = -log(1 - (1 - eps) t); (B,) -> (B,)."""
-    return -torch.log1p(-(1.0 - eps) * t.float())
-
-
 class _DDiTDenoiser(nn.Module):
-    """Shared input checks and output head; subclasses choose the noise input."""
+    """Shared input checks and output head; subclasses choose the noise input.
+
+    ``schedule`` is the noise schedule the network was trained with (log-linear with the
+    given ε): its time t is what ``log_probs`` takes, and its σ(t) is the noise input. The
+    engine maps a sampler's time to this one (``decoding.schedules.denoiser_time``).
+    """
 
     parameterization: str = ""
     supports_causal: bool = True
     supports_rows: bool = True
     time_conditioned: bool = True
 
-    def __init__(self, backbone: DDiT, eps: float = 1e-3, tokenizer: Any = None):
+    def __init__(self, backbone: DDiT, eps: float = EPS, tokenizer: Any = None):
         super().__init__()
         if not isinstance(backbone, DDiT):
             raise TypeError(f"backbone must be a models.ddit.DDiT, got {type(backbone).__name__}")
@@ -53,6 +55,7 @@ class _DDiTDenoiser(nn.Module):
             raise ValueError(f"eps must be in (0, 1), got {eps}")
         self.backbone = backbone
         self.eps = float(eps)
+        self.schedule: Schedule = LogLinear(self.eps)
         self.vocab_size = backbone.config.vocab_size - 1
         self.mask_id = self.vocab_size
         self.max_length = backbone.config.max_length
@@ -161,7 +164,7 @@ class MDLMDenoiser(_DDiTDenoiser):
         self,
         backbone: DDiT,
         time_conditioning: bool = False,
-        eps: float = 1e-3,
+        eps: float = EPS,
         tokenizer: Any = None,
     ):
         super().__init__(backbone, eps=eps, tokenizer=tokenizer)
@@ -174,7 +177,7 @@ class MDLMDenoiser(_DDiTDenoiser):
     def noise_input(self, t: Tensor) -> Tensor:
         if not self.time_conditioned:
             return torch.zeros_like(t, dtype=torch.float32)
-        return loglinear_sigma(t, self.eps)
+        return self.schedule.sigma(t)
 
 
 class SEDDDenoiser(_DDiTDenoiser):
@@ -198,7 +201,7 @@ class SEDDDenoiser(_DDiTDenoiser):
     def __init__(
         self,
         backbone: DDiT,
-        eps: float = 1e-3,
+        eps: float = EPS,
         tokenizer: Any = None,
         scale_by_sigma: bool = True,
     ):
@@ -206,7 +209,7 @@ class SEDDDenoiser(_DDiTDenoiser):
         self.scale_by_sigma = bool(scale_by_sigma)
 
     def noise_input(self, t: Tensor) -> Tensor:
-        return loglinear_sigma(t, self.eps)
+        return self.schedule.sigma(t)
 
     def log_score(self, x: Tensor, t: Tensor | float, causal: bool = False) -> Tensor:
         """SEDD's log concrete score, (B, L) -> (B, L, V+1) float32 (current token's entry 0)."""
