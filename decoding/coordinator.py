@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from decoding.checks import device_check
 from decoding.guides.independent import Independent
 from decoding.sampling import Marginals, Rows, check_transforms
 from decoding.schedules import (
@@ -51,6 +52,10 @@ class _Batch:
         self.forwards = 0
         self._memo: dict[bool, tuple[Tensor, float, Rows]] = {}
 
+    def forget(self) -> None:
+        """x is known to have changed: the next call needs no comparison (no host read)."""
+        self._memo.clear()
+
     def log_probs(self, x: Tensor, t: float, causal: bool = False) -> Tensor:
         """Every row: (B, L, V)."""
         return self.rows(x, t, causal).data
@@ -78,7 +83,7 @@ class _Batch:
             if lp.dim() != 2 or lp.shape[-1] != self.c.vocab_size:
                 raise ValueError(f"denoiser returned shape {tuple(lp.shape)} for packed rows, "
                                  f"expected (n, {self.c.vocab_size})")
-            torch._assert_async(need.sum() == lp.shape[0], "denoiser returned a wrong row count")
+            device_check(need.sum() == lp.shape[0], "the denoiser returned a wrong row count")
         self.forwards += 1
         out = Rows(lp, need)
         self._memo[causal] = (x.clone(), t, out)
@@ -179,6 +184,7 @@ class Coordinator:
         trace = [StepRecord(i.index, i.t, i.s) for i in infos]
         ess_sums = [[0.0, 0] for _ in infos]
         nfe = {"denoiser": 0, "ar_forwards": 0, "ar_tokens": 0}
+        self._pending: list[tuple[StepRecord, str, Tensor]] = []
         bs = batch_size or num_samples
         starts = range(0, num_samples, bs)
         out = []
@@ -189,7 +195,10 @@ class Coordinator:
                 x = rows[start : start + bs].to(device)
                 out.append(self._run(x, infos, generator, trace, ess_sums, nfe, bar).cpu())
         bar.close()
-        for rec, (total, count) in zip(trace, ess_sums):
+        self._settle()
+        totals = torch.stack([torch.as_tensor(t, dtype=torch.float64, device=device)
+                              for t, _ in ess_sums]).tolist()  # one read for the whole run
+        for rec, total, (_, count) in zip(trace, totals, ess_sums):
             rec.ess = total / count if count else None
         return GenerationResult(tokens=torch.cat(out), nfe=nfe, trace=trace,
                                 seconds=time.perf_counter() - t0, num_batches=len(starts))
@@ -208,11 +217,13 @@ class Coordinator:
                 state = StepState(x=x, masked=masked, free=batch.free, confidence=confidence)
                 sel, draft = self._step(batch, info, state, generator)
                 x, confidence = self._apply(x, masked, batch.free, confidence, sel, draft, rec)
+                if draft is not None and not self.strategy.needs_draft:
+                    batch.forget()  # it revealed something (checked before its forward)
                 if draft is not None:
                     nfe["ar_forwards"] += draft.ar_forwards
                     nfe["ar_tokens"] += draft.ar_tokens
                     if draft.ess is not None:
-                        ess_sums[info.index][0] += float(draft.ess.sum())
+                        ess_sums[info.index][0] += draft.ess.sum()  # read once, at the end
                         ess_sums[info.index][1] += draft.ess.numel()
             rec.denoiser_forwards += batch.forwards - forwards_before
             rec.seconds += time.perf_counter() - t0
@@ -265,26 +276,34 @@ class Coordinator:
                            causal_log_probs=lambda: batch.log_probs(state.x, info.t, causal=True),
                            causal_rows=lambda: batch.rows(state.x, info.t, True, need))
         draft = self.guide.propose(ctx, generator)
-        values = draft.tokens[request]
-        if ((values < 0) | (values >= self.vocab_size)).any():
-            raise RuntimeError(f"{type(self.guide).__name__} proposed ids outside the vocabulary")
+        outside = (draft.tokens < 0) | (draft.tokens >= self.vocab_size)
+        device_check(not_any(outside & request), f"{type(self.guide).__name__} proposed ids "
+                     "outside the vocabulary", RuntimeError)
         if draft.log_q is None:
             draft.log_q = state.marginals.log_prob(draft.tokens, request)
         return draft
 
+    def _settle(self) -> None:
+        """Add the per-step counts kept on the device to the trace (one host read in all)."""
+        if self._pending:
+            values = torch.stack([v for _, _, v in self._pending]).tolist()
+            for (rec, attr, _), value in zip(self._pending, values):
+                setattr(rec, attr, getattr(rec, attr) + int(value))
+        self._pending = []
+
     def _apply(self, x, masked, free, confidence, sel: Selection, draft, rec: StepRecord):
         reveal = sel.reveal
-        if (reveal & ~masked).any():
-            raise RuntimeError(f"{type(self.strategy).__name__} revealed unmasked positions")
+        device_check(not_any(reveal & ~masked),
+                     f"{type(self.strategy).__name__} revealed unmasked positions", RuntimeError)
         if draft is not None:
             x = torch.where(reveal, draft.tokens, x)
             confidence = torch.where(reveal, draft.log_q.exp(), confidence)
-        rec.revealed += int(reveal.sum())
+        self._pending.append((rec, "revealed", reveal.sum()))
         if sel.remask is not None:
             remask = sel.remask & free & ~masked
             x = x.masked_fill(remask, self.mask_id)
             confidence = confidence.masked_fill(remask, 0.0)
-            rec.remasked += int(remask.sum())
+            self._pending.append((rec, "remasked", remask.sum()))
         if sel.fill is not None:
             x = x.masked_fill(sel.fill & free, sel.fill_value)
         return x, confidence

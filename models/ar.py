@@ -17,6 +17,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from decoding.checks import device_check
+
 from .kv_cache import check_kind, compiled_step, new_cache
 
 __all__ = ["ARCache", "HFCausalLM", "check_shared_tokenizer", "load_ar"]
@@ -113,12 +115,10 @@ class HFCausalLM(nn.Module):
         if x.dtype not in (torch.int64, torch.int32):
             raise TypeError(f"tokens must be integer ids, got dtype {x.dtype}")
         if x.numel():
-            lo, hi = torch.stack([x.min(), x.max()]).tolist()  # one device sync
-            if lo < 0 or hi >= self.vocab_size:
-                raise ValueError(
-                    f"token ids must lie in [0, {self.vocab_size}) for the AR model; got values "
-                    f"in [{lo}, {hi}] (a mask id must never reach the AR model)"
-                )
+            ends = torch.stack([x.min(), x.max()])  # checked on the device (decoding.checks)
+            device_check((ends[0] >= 0) & (ends[1] < self.vocab_size), lambda: (
+                f"token ids must lie in [0, {self.vocab_size}) for the AR model; got values "
+                f"in [{int(ends[0])}, {int(ends[1])}] (a mask id must never reach the AR model)"))
         total = context + x.shape[1]
         if self.max_length is not None and total > self.max_length:
             raise ValueError(
