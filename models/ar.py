@@ -92,6 +92,24 @@ class HFCausalLM(nn.Module):
         return None
 
     @property
+    def context(self) -> int | None:
+        """Most inputs (BOS included) one prediction can depend on; None: the whole prefix.
+
+        With sliding-window attention of w positions in each of n layers, row i depends on
+        inputs i - n(w-1) .. i only. The model's own mask enforces the window in every path;
+        the cache still keeps every position (full layers), so ``crop`` can return to any
+        prefix and the windowed mask gives exactly the batch path's numbers.
+        """
+        config = self.model.config
+        window = getattr(config, "sliding_window", None)
+        kinds = getattr(config, "layer_types", None) or ()
+        if (not isinstance(window, int) or window <= 0
+                or getattr(config, "use_sliding_window", True) is False
+                or any(kind != "sliding_attention" for kind in kinds)):
+            return None  # some layer sees the whole prefix
+        return int(config.num_hidden_layers) * (window - 1) + 1
+
+    @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
@@ -146,10 +164,12 @@ class HFCausalLM(nn.Module):
         from transformers import DynamicCache
 
         with torch.inference_mode():
-            try:
-                kv = DynamicCache(config=self.model.config)
-            except TypeError:  # transformers 4.x takes no config
-                kv = DynamicCache()
+            kv = DynamicCache()
+            if self.context is None:  # windowed layers keep only the window: no crop back
+                try:
+                    kv = DynamicCache(config=self.model.config)
+                except TypeError:  # transformers 4.x takes no config
+                    pass
             bos = torch.full((batch_size, 1), self.bos_id, dtype=torch.long, device=self.device)
             logp = self._log_softmax(self._forward(bos, kv))[:, 0]
         return logp, ARCache(kv=kv, length=0, batch_size=batch_size)
