@@ -16,7 +16,13 @@ from tqdm.auto import tqdm
 
 from decoding.guides.independent import Independent
 from decoding.sampling import Marginals, check_transforms
-from decoding.schedules import LogLinear, Schedule
+from decoding.schedules import (
+    LogLinear,
+    Schedule,
+    check_pairing,
+    denoiser_time,
+    training_schedule,
+)
 from decoding.strategies.base import Strategy
 from decoding.types import (
     Draft,
@@ -51,7 +57,8 @@ class _Batch:
             memo[1] == t or not self.c.time_conditioned
         ):
             return memo[2]
-        t_vec = torch.full((x.shape[0],), t, dtype=torch.float32, device=x.device)
+        t_vec = torch.full((x.shape[0],), self.c.denoiser_time(t), dtype=torch.float32,
+                           device=x.device)
         lp = self.c.denoiser.log_probs(x, t_vec, causal=causal)
         expected = (*x.shape, self.c.vocab_size)
         if tuple(lp.shape) != expected:
@@ -68,7 +75,9 @@ class Coordinator:
         denoiser: satisfies ``decoding.protocols.Denoiser``.
         strategy: a ``decoding.strategies`` object (which positions to commit).
         guide: which values to propose (default ``Independent``: the plain parallel step).
-        schedule: noise schedule (default log-linear, as SEDD/MDLM).
+        schedule: noise schedule of the sampler (default log-linear, as SEDD/MDLM). The
+            denoiser is called at its own time with the same alpha (see
+            ``decoding.schedules.denoiser_time``); a pairing that cannot be mapped is refused.
         temperature, top_p: transforms of the marginals before any draw (nucleus as ReMDM).
     """
 
@@ -87,7 +96,14 @@ class Coordinator:
         self.temperature, self.top_p = temperature, top_p
         self.vocab_size, self.mask_id = denoiser.vocab_size, denoiser.mask_id
         self.time_conditioned = bool(getattr(denoiser, "time_conditioned", True))
+        self.training_schedule = training_schedule(denoiser)
+        check_pairing(self.schedule, self.training_schedule)
         self.guide.check(denoiser)
+
+    def denoiser_time(self, t: float) -> float:
+        """The time the denoiser is called at for the sampler's time t (t itself when the
+        sampler uses the denoiser's own schedule)."""
+        return denoiser_time(t, self.schedule, self.training_schedule)
 
     def _prompt(self, prompt: Tensor | None, n: int, length: int) -> Tensor:
         if prompt is None:

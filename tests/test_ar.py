@@ -174,7 +174,7 @@ def test_tokenizer_listing_the_mask_last_is_shared():
         tiny_denoiser(word_tokenizer(WORDS + ["x", "y"]))
 
 
-def tiny_windowed(window=3, layers=2, positions=40):
+def tiny_windowed(window=3, layers=2, positions=40, cache="dynamic"):
     from transformers import MistralConfig, MistralForCausalLM
 
     torch.manual_seed(0)
@@ -184,7 +184,7 @@ def tiny_windowed(window=3, layers=2, positions=40):
         max_position_embeddings=positions, tie_word_embeddings=True, bos_token_id=0,
         eos_token_id=0,
     )
-    return HFCausalLM(MistralForCausalLM(cfg).eval(), tokenizer=word_tokenizer())
+    return HFCausalLM(MistralForCausalLM(cfg).eval(), tokenizer=word_tokenizer(), cache=cache)
 
 
 def test_windowed_model_sees_exactly_its_context(gen):
@@ -201,10 +201,11 @@ def test_windowed_model_sees_exactly_its_context(gen):
         assert changed.nonzero().flatten().tolist() == list(range(j + 1, j + 6))
 
 
-def test_windowed_cache_matches_batch_after_crop_and_reorder(gen):
+@pytest.mark.parametrize("cache", ["dynamic", "static"])
+def test_windowed_cache_matches_batch_after_crop_and_reorder(gen, cache):
     # The cache keeps every position: crossing the window, cropping back behind it and
     # reordering rows all give the batch path's rows.
-    ar = tiny_windowed()
+    ar = tiny_windowed(cache=cache)
     x = seqs(gen, b=3, length=20)
     full = ar.log_probs(x)
     first, cache = ar.start(3)
