@@ -78,6 +78,9 @@ class ARModel(Protocol):
         """(B, L) long -> (B, L, V) float; row i is log p(x_i | x_<i), row 0 is given BOS."""
         ...
 
+    # Optional: ``token_log_probs(x)`` -> (B, L) float, ``log_probs(x)`` gathered at x, for
+    # callers that score given tokens only (EDLM's energy) without (B, L, V) log-probs.
+
     def start(self, batch_size: int) -> tuple[Tensor, Any]:
         """Open a cache: returns (log p(x_0 | BOS) of shape (B, V), cache with length 0)."""
         ...

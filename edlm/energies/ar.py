@@ -36,9 +36,12 @@ class AREnergy:
         parts, calls = [], 0
         for start in range(0, N, rows):
             chunk = candidates[start : start + rows]
-            lp = self.ar.log_probs(chunk)
+            if hasattr(self.ar, "token_log_probs"):  # the scored tokens only: no (n, L, V)
+                tok_lp = self.ar.token_log_probs(chunk).to(torch.float64)
+            else:
+                lp = self.ar.log_probs(chunk)
+                tok_lp = lp.gather(-1, chunk[..., None]).squeeze(-1).to(torch.float64)
             calls += 1
-            tok_lp = lp.gather(-1, chunk[..., None]).squeeze(-1).to(torch.float64)
             if self.carry_over:
                 tok_lp = tok_lp.masked_fill(~masked[start : start + rows], 0.0)
             parts.append(tok_lp.sum(dim=1))
