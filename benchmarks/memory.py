@@ -27,8 +27,11 @@ import json
 import resource
 import subprocess
 import sys
+from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's packages
 
 V = 50257
 
@@ -83,6 +86,7 @@ def probe(a) -> dict:
     B, L = a.batch, a.length
     logits = B * L * V * 4
     den = denoiser(a)
+    ar = ar_model(a) if a.probe in ("edlm", "dcd") else None  # built outside inference mode
     x = torch.full((B, L), den.mask_id)
     t = torch.ones(B)
     gen = torch.Generator().manual_seed(0)
@@ -99,7 +103,6 @@ def probe(a) -> dict:
             base = _status_rss()
             coord.generate(B, L, 64, generator=gen)
             return {"added": _rss() - base, "reference": logits}
-        ar = ar_model(a)
         if a.probe == "edlm":
             k = 4
             guide = EnergyGuide(ar, num_candidates=k)
