@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from decoding.counting import CountingAR
 from decoding.guides.independent import Independent
 from decoding.sampling import Marginals, check_transforms
 from decoding.schedules import (
@@ -99,6 +100,8 @@ class Coordinator:
         self.training_schedule = training_schedule(denoiser)
         check_pairing(self.schedule, self.training_schedule)
         self.guide.check(denoiser)
+        ar = getattr(self.guide, "ar", None)
+        self.ar = None if ar is None else CountingAR(ar)
 
     def denoiser_time(self, t: float) -> float:
         """The time the denoiser is called at for the sampler's time t (t itself when the
@@ -173,6 +176,7 @@ class Coordinator:
         batch = _Batch(self, x)
         clamped = x.clone()
         confidence = torch.zeros(x.shape, dtype=torch.float64, device=x.device)
+        ar_before = self.ar.counts() if self.ar is not None else (0, 0)
         if hasattr(self.guide, "start"):
             self.guide.start(x)
         for info, rec in zip(infos, trace):
@@ -183,16 +187,17 @@ class Coordinator:
                 state = StepState(x=x, masked=masked, free=batch.free, confidence=confidence)
                 sel, draft = self._step(batch, info, state, generator)
                 x, confidence = self._apply(x, masked, batch.free, confidence, sel, draft, rec)
-                if draft is not None:
-                    nfe["ar_forwards"] += draft.ar_forwards
-                    nfe["ar_tokens"] += draft.ar_tokens
-                    if draft.ess is not None:
-                        ess_sums[info.index][0] += float(draft.ess.sum())
-                        ess_sums[info.index][1] += draft.ess.numel()
+                if draft is not None and draft.ess is not None:
+                    ess_sums[info.index][0] += float(draft.ess.sum())
+                    ess_sums[info.index][1] += draft.ess.numel()
             rec.denoiser_forwards += batch.forwards - forwards_before
             rec.seconds += time.perf_counter() - t0
             bar.update(1)
         nfe["denoiser"] += batch.forwards
+        if self.ar is not None:
+            forwards, tokens = self.ar.counts()
+            nfe["ar_forwards"] += forwards - ar_before[0]
+            nfe["ar_tokens"] += tokens - ar_before[1]
         if (x == self.mask_id).any():
             raise RuntimeError(f"{type(self.strategy).__name__} left masked positions after the "
                                "last step")
@@ -220,7 +225,8 @@ class Coordinator:
     def _propose(self, batch, info, state, request, generator) -> Draft:
         ctx = GuideContext(x=state.x, masked=state.masked, request=request,
                            marginals=state.marginals, info=info,
-                           causal_log_probs=lambda: batch.log_probs(state.x, info.t, causal=True))
+                           causal_log_probs=lambda: batch.log_probs(state.x, info.t, causal=True),
+                           ar=self.ar)
         draft = self.guide.propose(ctx, generator)
         values = draft.tokens[request]
         if ((values < 0) | (values >= self.vocab_size)).any():

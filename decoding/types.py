@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from decoding.counting import CountingAR
 from decoding.sampling import Marginals
 from decoding.schedules import Schedule
 
@@ -84,6 +85,9 @@ class GuideContext:
         info: the step's place on the time grid.
         causal_log_probs: call to get the denoiser's prefix-only log-probs (B, L, V) for the
             current x (computed once, on demand, and counted by the Coordinator).
+        ar: the guide's AR model (its ``ar`` attribute) behind a ``decoding.counting.CountingAR``
+            that counts every call; guides make all their AR calls through it (None for a
+            guide without an AR model).
     """
 
     x: Tensor
@@ -92,6 +96,7 @@ class GuideContext:
     marginals: Marginals
     info: StepInfo
     causal_log_probs: Callable[[], Tensor]
+    ar: CountingAR | None = None
 
 
 @dataclass
@@ -103,14 +108,13 @@ class Draft:
         log_q: (B, L) float64 log q(token) under the step's marginals at drafted positions
             (the Coordinator computes it when a guide leaves it None).
         ess: (B,) float effective sample size of an importance-resampling guide, else None.
-        ar_forwards / ar_tokens: AR model calls made, and token positions they processed.
+
+    AR calls are not reported here: the engine counts them through ``GuideContext.ar``.
     """
 
     tokens: Tensor
     log_q: Tensor | None = None
     ess: Tensor | None = None
-    ar_forwards: int = 0
-    ar_tokens: int = 0
 
 
 @dataclass
