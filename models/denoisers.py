@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from decoding.schedules import EPS, LogLinear, Schedule, loglinear_sigma
 
 from .ddit import DDiT
+from .output_head import head_log_probs
 
 __all__ = ["MDLMDenoiser", "SEDDDenoiser", "loglinear_sigma"]
 
@@ -43,6 +44,7 @@ class _DDiTDenoiser(nn.Module):
 
     parameterization: str = ""
     supports_causal: bool = True
+    supports_rows: bool = True
     time_conditioned: bool = True
 
     def __init__(self, backbone: DDiT, eps: float = EPS, tokenizer: Any = None):
@@ -109,21 +111,29 @@ class _DDiTDenoiser(nn.Module):
             raise ValueError(f"t must lie in [0, 1], got values in [{t_lo}, {t_hi}]")
         return x.long(), t
 
-    def log_probs(self, x: Tensor, t: Tensor | float, causal: bool = False) -> Tensor:
-        """log p(x0_i = v | x_t) for every position.
+    def log_probs(self, x: Tensor, t: Tensor | float, causal: bool = False,
+                  rows: Tensor | None = None) -> Tensor:
+        """log p(x0_i = v | x_t) for every position, or for the positions in ``rows``.
 
         Args:
             x: (B, L) long, real tokens or ``mask_id``.
             t: (B,) float diffusion time in [0, 1] (a scalar is broadcast).
             causal: position i attends to positions <= i only; its own input is the mask
                 wherever its row is used, so this is the prefix-only context ``x[:, :i]``.
+            rows: optional (B, L) bool, the positions whose rows are wanted.
 
         Returns:
-            (B, L, V) float32, normalised over the V real tokens.
+            float32 normalised over the V real tokens: (B, L, V), or (n, V) for the n True
+            entries of ``rows`` in row-major order. The output head runs in chunks and only
+            on the rows returned (``models.output_head``).
         """
         x, t = self._check(x, t)
-        logits = self.backbone(x, self.noise_input(t), causal=causal)
-        return torch.log_softmax(logits[..., : self.vocab_size], dim=-1)
+        if rows is not None and (rows.dtype != torch.bool or rows.shape != x.shape):
+            raise ValueError(f"rows must be a (B, L) = {tuple(x.shape)} bool mask, got "
+                             f"{rows.dtype} {tuple(rows.shape)}")
+        feats = self.backbone.head_features(x, self.noise_input(t), causal=causal)
+        linear = self.backbone.output_layer.linear
+        return head_log_probs(feats, linear.weight, linear.bias, self.vocab_size, rows)
 
     def forward(self, x: Tensor, t: Tensor | float, causal: bool = False) -> Tensor:
         return self.log_probs(x, t, causal=causal)

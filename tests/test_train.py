@@ -8,15 +8,15 @@ import pytest
 import torch
 
 from models.ddit import DDiT, DDiTConfig
-from models.losses import ar_loss, mdlm_loss, sample_times
-from models.shakespeare import (
+from training.losses import ar_loss, mdlm_loss, sample_times
+from training.shakespeare import (
     VALIDATION_WORKS,
     load_works,
     random_windows,
     split_works,
     token_stream,
 )
-from models.tokenizer import load_tokenizer, save_tokenizer, train_tokenizer, vocab_info
+from training.tokenizer import load_tokenizer, save_tokenizer, train_tokenizer, vocab_info
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED_TOKENIZER = ROOT / "models" / "tiny" / "tokenizer"
