@@ -51,16 +51,25 @@ class _Batch:
         self.free = x == coordinator.mask_id
         self.forwards = 0
         self._memo: dict[bool, tuple[Tensor, float, Tensor]] = {}
+        self.log_mass: Tensor | None = None  # (B, L), of the last bidirectional call
 
     def log_probs(self, x: Tensor, t: float, causal: bool = False) -> Tensor:
+        # The score mass depends on t even where the marginals do not.
+        with_mass = self.c.strategy.needs_mass and not causal
         memo = self._memo.get(causal)
         if memo is not None and torch.equal(memo[0], x) and (
-            memo[1] == t or not self.c.time_conditioned
+            memo[1] == t or not (self.c.time_conditioned or with_mass)
         ):
             return memo[2]
         t_vec = torch.full((x.shape[0],), self.c.denoiser_time(t), dtype=torch.float32,
                            device=x.device)
-        lp = self.c.denoiser.log_probs(x, t_vec, causal=causal)
+        if with_mass:
+            lp, self.log_mass = self.c.denoiser.log_probs_with_mass(x, t_vec)
+            if tuple(self.log_mass.shape) != tuple(x.shape):
+                raise ValueError(f"denoiser returned a score mass of shape "
+                                 f"{tuple(self.log_mass.shape)}, expected {tuple(x.shape)}")
+        else:
+            lp = self.c.denoiser.log_probs(x, t_vec, causal=causal)
         expected = (*x.shape, self.c.vocab_size)
         if tuple(lp.shape) != expected:
             raise ValueError(f"denoiser returned shape {tuple(lp.shape)}, expected {expected}")
@@ -99,6 +108,11 @@ class Coordinator:
         self.time_conditioned = bool(getattr(denoiser, "time_conditioned", True))
         self.training_schedule = training_schedule(denoiser)
         check_pairing(self.schedule, self.training_schedule)
+        if strategy.needs_mass and not hasattr(denoiser, "log_probs_with_mass"):
+            raise ValueError(f"{type(strategy).__name__} reveals by the denoiser's score mass, "
+                             f"which {type(denoiser).__name__} does not provide (it has no "
+                             "`log_probs_with_mass`, see decoding.protocols.Denoiser); use an "
+                             "MDLM-style strategy such as Ancestral")
         self.guide.check(denoiser)
         ar = getattr(self.guide, "ar", None)
         self.ar = None if ar is None else CountingAR(ar)
@@ -152,15 +166,17 @@ class Coordinator:
             generator = torch.Generator(device).manual_seed(int(torch.randint(2**62, ()).item()))
         if generator.device.type != device.type:
             raise ValueError(f"generator is on {generator.device}, the denoiser on {device}")
-        times = self.schedule.times(steps)
-        infos = [StepInfo(j, steps, times[j], times[j + 1], self.schedule) for j in range(steps)]
+        times = self.strategy.times(self.schedule, steps)
+        n_steps = len(times) - 1
+        infos = [StepInfo(j, n_steps, times[j], times[j + 1], self.schedule)
+                 for j in range(n_steps)]
         trace = [StepRecord(i.index, i.t, i.s) for i in infos]
         ess_sums = [[0.0, 0] for _ in infos]
         nfe = {"denoiser": 0, "ar_forwards": 0, "ar_tokens": 0}
         bs = batch_size or num_samples
         starts = range(0, num_samples, bs)
         out = []
-        bar = tqdm(total=len(starts) * steps, disable=not progress, desc="denoising")
+        bar = tqdm(total=len(starts) * n_steps, disable=not progress, desc="denoising")
         t0 = time.perf_counter()
         with torch.inference_mode():
             for start in starts:
@@ -213,10 +229,14 @@ class Coordinator:
             draft = self._propose(batch, info, state, region, generator)
             state.draft, state.draft_log_q = draft.tokens, draft.log_q
             return self.strategy.select(info, state, generator), draft
+        if self.strategy.needs_mass:
+            state.marginals = self._marginals(batch, state.x, info)
+            state.log_mass = batch.log_mass
         sel = self.strategy.select(info, state, generator)
         if not sel.reveal.any():
             return sel, None
-        state.marginals = self._marginals(batch, state.x, info)
+        if state.marginals is None:
+            state.marginals = self._marginals(batch, state.x, info)
         return sel, self._propose(batch, info, state, sel.reveal, generator)
 
     def _marginals(self, batch: _Batch, x: Tensor, info: StepInfo) -> Marginals:

@@ -49,6 +49,8 @@ class StepState:
             denoiser ran (value-independent strategies).
         draft: (B, L) long drafted values at masked positions, when the strategy needs them.
         draft_log_q: (B, L) float64 log q(draft) under the marginals, when drafted.
+        log_mass: (B, L) log of the denoiser's score mass over real tokens, for strategies
+            with ``needs_mass`` (see ``decoding.protocols.Denoiser``).
     """
 
     x: Tensor
@@ -58,6 +60,7 @@ class StepState:
     marginals: Marginals | None = None
     draft: Tensor | None = None
     draft_log_q: Tensor | None = None
+    log_mass: Tensor | None = None
 
 
 @dataclass
