@@ -3,7 +3,13 @@
 One step = (1) the denoiser's marginals, (2) a guide's joint draft of values, (3) a strategy's
 choice of positions to commit (and remask). When the strategy's choice does not depend on the
 values (ancestral, left-to-right, ReMDM), it is asked first, only the chosen positions are
-drafted, and a step that chooses nothing costs no forward at all.
+drafted, and a step that chooses nothing costs no forward at all. When it chooses by the
+denoiser's score mass (SEDD's analytic and Euler steps), the denoiser runs first, then the
+strategy chooses, then only the chosen positions are drafted.
+
+The denoiser is called at its own training schedule's time with the sampler's alpha
+(``decoding.schedules.denoiser_time``), and a guide's AR calls go through a counting handle
+(``decoding.counting``): both are owned here, not by the models or the guides.
 """
 
 from __future__ import annotations

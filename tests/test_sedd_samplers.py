@@ -199,3 +199,18 @@ def test_guides_draft_only_the_revealed_positions():
         64, L, 4, generator=torch.Generator().manual_seed(0))
     revealed = [r.revealed for r in res.trace if r.revealed]
     assert seen == revealed and sum(seen) == 64 * L
+
+
+def test_config_refuses_a_schedule_without_finite_noise_before_loading():
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+
+    from experiments.config import ConfigError
+    from experiments.session import Session
+
+    conf = Path(__file__).resolve().parent.parent / "conf"
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        cfg = compose("run", overrides=["strategy=analytic", "schedule=cosine", "steps=[4]"])
+    with pytest.raises(ConfigError, match=r"strategy=analytic.*alpha\(1\) > 0"):
+        Session(cfg, {"strategy": "analytic"})
