@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from decoding.counting import CountingAR
-from decoding.sampling import Marginals
+from decoding.sampling import Marginals, Rows
 from decoding.schedules import Schedule
 
 
@@ -91,6 +91,9 @@ class GuideContext:
         ar: the guide's AR model (its ``ar`` attribute) behind a ``decoding.counting.CountingAR``
             that counts every call; guides make all their AR calls through it (None for a
             guide without an AR model).
+        causal_rows: the same as a ``Rows``, computed only for the rows the guide declared
+            with ``needed_rows`` (every row when it declared none); index it with a (B, L)
+            bool mask.
     """
 
     x: Tensor
@@ -100,6 +103,7 @@ class GuideContext:
     info: StepInfo
     causal_log_probs: Callable[[], Tensor]
     ar: CountingAR | None = None
+    causal_rows: Callable[[], Rows] | None = None
 
 
 @dataclass

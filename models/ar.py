@@ -104,6 +104,24 @@ class HFCausalLM(nn.Module):
         return None
 
     @property
+    def context(self) -> int | None:
+        """Most inputs (BOS included) one prediction can depend on; None: the whole prefix.
+
+        With sliding-window attention of w positions in each of n layers, row i depends on
+        inputs i - n(w-1) .. i only. The model's own mask enforces the window in every path;
+        the cache still keeps every position (full layers), so ``crop`` can return to any
+        prefix and the windowed mask gives exactly the batch path's numbers.
+        """
+        config = self.model.config
+        window = getattr(config, "sliding_window", None)
+        kinds = getattr(config, "layer_types", None) or ()
+        if (not isinstance(window, int) or window <= 0
+                or getattr(config, "use_sliding_window", True) is False
+                or any(kind != "sliding_attention" for kind in kinds)):
+            return None  # some layer sees the whole prefix
+        return int(config.num_hidden_layers) * (window - 1) + 1
+
+    @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 

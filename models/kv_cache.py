@@ -11,6 +11,7 @@ AR decoding loop.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import torch
@@ -32,6 +33,11 @@ def new_cache(model: nn.Module, kind: str, max_length: int | None) -> Any:
     from transformers import DynamicCache, StaticCache
 
     config = model.config
+    if getattr(config, "sliding_window", None):
+        # Full layers for a windowed model: its own attention mask still enforces the window,
+        # and every position stays cached, so ``crop`` can return behind the window (DCD).
+        config = copy.copy(config)
+        config.sliding_window = None
     if kind == "dynamic":
         try:
             return DynamicCache(config=config)

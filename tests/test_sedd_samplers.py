@@ -179,7 +179,7 @@ def test_refused_without_a_score_mass_or_with_alpha_one_zero():
             Coordinator(NoMass(), strategy)
     den = tiny_sedd()
     calls = []
-    den.backbone.register_forward_pre_hook(lambda *a: calls.append(1))
+    den.backbone.sigma_map.register_forward_pre_hook(lambda *a: calls.append(1))
     with pytest.raises(ValueError, match=r"alpha\(1\) > 0"):
         Coordinator(den, Analytic(), schedule=Cosine()).generate(2, L, 2)
     assert not calls

@@ -56,14 +56,47 @@ class ARRecipe:
         return {"val_nll_per_token": nll, "val_ppl": math.exp(nll)}
 
     def load_weights(self, model: nn.Module, folder: Path) -> None:
-        from transformers import GPT2LMHeadModel
+        from transformers import AutoModelForCausalLM
 
-        saved = GPT2LMHeadModel.from_pretrained(str(folder), dtype=torch.float32)
+        saved = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
         model.load_state_dict(saved.state_dict(), strict=True)
 
     def save(self, model: nn.Module, folder: Path, tokenizer, dtype: torch.dtype) -> None:
         model.to(dtype).save_pretrained(str(folder), safe_serialization=True)
         tokenizer.save_pretrained(str(folder))
+
+
+class WindowedARRecipe(ARRecipe):
+    """A causal LM that sees only the last few tokens: the small AR guide of the default pair.
+
+    Mistral shape (RoPE, SwiGLU, sliding-window attention, tied embeddings). Each layer attends
+    to the last ``window`` positions (itself included), so the prediction of x_i depends on at
+    most ``n_layer * (window - 1) + 1`` preceding inputs (BOS included while it is that close);
+    the model's own attention mask enforces this in the batch and the cached paths alike, and
+    positions enter only through relative rotations, so a window looks the same wherever it is.
+    A guide supplies local dependencies (the denoiser sees the whole sequence); limiting its
+    context weakens it without blurring it (DCD needs a guide that is sharp where it is right).
+    """
+
+    def __init__(self, n_embd: int = 128, n_layer: int = 2, n_head: int = 4,
+                 intermediate_size: int = 256, window: int = 8, dropout: float = 0.0):
+        if window < 2:
+            raise ValueError(f"window must be >= 2 positions, got {window}")
+        super().__init__(n_embd=n_embd, n_layer=n_layer, n_head=n_head, dropout=dropout)
+        self.intermediate_size, self.window = intermediate_size, window
+
+    def build(self, info: VocabInfo, seq_len: int) -> nn.Module:
+        from transformers import MistralConfig, MistralForCausalLM
+
+        config = MistralConfig(
+            vocab_size=info.vocab_size, hidden_size=self.n_embd,
+            intermediate_size=self.intermediate_size, num_hidden_layers=self.n_layer,
+            num_attention_heads=self.n_head, num_key_value_heads=self.n_head,
+            sliding_window=self.window, max_position_embeddings=seq_len + 1,
+            attention_dropout=self.dropout, tie_word_embeddings=True,
+            bos_token_id=info.bos_id, eos_token_id=info.eos_id, pad_token_id=info.pad_id,
+        )
+        return MistralForCausalLM(config)
 
 
 class DenoiserRecipe:

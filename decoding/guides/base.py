@@ -21,6 +21,10 @@ class Guide(Protocol):
     A guide that uses an AR model names it in an ``ar`` attribute and makes every call to it
     through ``ctx.ar``, the engine's counting handle over that model: AR forwards and token
     positions are then counted by the engine, never by the guide.
+
+    An optional ``needed_rows(masked, request, info) -> (B, L) bool`` declares the positions
+    whose marginals (and causal rows) ``propose`` will read this step; the Coordinator then
+    asks a denoiser that supports it for those rows only. Without it every row is computed.
     """
 
     def check(self, denoiser) -> None: ...
