@@ -24,6 +24,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from experiments import baselines
 from experiments.config import identity
 from experiments.distributed import Group
 from experiments.session import Session
@@ -122,9 +123,10 @@ def run(cfg: DictConfig, run_dir: str | Path, choices: dict | None = None) -> li
         if group.is_main:
             store.open(identity(cfg), OmegaConf.to_yaml(cfg, resolve=True))
             state = store.state()
+            state["baselines"] = baselines.pending(cfg, Path(run_dir))
         state = group.broadcast(state)
         todo = [int(t) for t in cfg.steps if int(t) not in state["finished"]]
-        if todo:
+        if todo or state["baselines"]:
             _run_steps(s, group, store, state, todo, Path(run_dir))
         group.barrier()
         if not group.is_main:
@@ -138,6 +140,7 @@ def run(cfg: DictConfig, run_dir: str | Path, choices: dict | None = None) -> li
 def _run_steps(s: Session, group: Group, store, state: dict, todo: list[int], run_dir: Path):
     cfg = s.cfg
     s.load()
+    names = baselines.check(cfg.baselines, prompted=s.prompts is not None)
     logger = None
     if group.is_main:
         logger = s.build("logger")
@@ -171,6 +174,7 @@ def _run_steps(s: Session, group: Group, store, state: dict, todo: list[int], ru
                          line["gen_ppl"], line["entropy"], line["seconds"])
             group.barrier()
         if group.is_main:
+            baselines.run_baselines(s, names, run_dir, logger)
             logger.log_samples(store.samples())
     finally:
         if logger is not None:
