@@ -27,6 +27,7 @@ from torch import Tensor
 
 from decoding.sampling import inverse_cdf, normalize_rows
 from experiments.config import ConfigError
+from experiments.provenance import gen_nll_se, provenance
 from experiments.store import _append, batch_plan, read_jsonl
 
 log = logging.getLogger(__name__)
@@ -47,10 +48,15 @@ def check(names, prompted: bool) -> list[str]:
     return names
 
 
+def stored(run_dir: Path) -> list[dict]:
+    """The baseline lines already in ``run_dir``."""
+    return read_jsonl(Path(run_dir) / METRICS_FILE)[0]
+
+
 def pending(cfg, run_dir: Path) -> list[str]:
     """Baselines the config asks for that ``run_dir`` does not hold yet."""
     names = check(cfg.get("baselines"), prompted=False)
-    done = {line["baseline"] for line in read_jsonl(Path(run_dir) / METRICS_FILE)[0]}
+    done = {line["baseline"] for line in stored(run_dir)}
     return [n for n in names if n not in done]
 
 
@@ -86,7 +92,7 @@ def _model(s, name: str):
 def run_baselines(s, names: list[str], run_dir: Path, logger) -> list[dict]:
     """Sample, score and record every baseline not yet in ``run_dir``; returns all lines."""
     run_dir = Path(run_dir)
-    done = {line["baseline"]: line for line in read_jsonl(run_dir / METRICS_FILE)[0]}
+    done = {line["baseline"]: line for line in stored(run_dir)}
     cfg = s.cfg
     for name in names:
         if name in done:
@@ -112,8 +118,11 @@ def run_baselines(s, names: list[str], run_dir: Path, logger) -> list[dict]:
                 "num_steps": length, "num_samples": n, "length": length,
                 "batch_size": cfg.batch_size, "seed": cfg.seed,
                 "temperature": cfg.temperature, "top_p": cfg.top_p, **s.evaluator(tokens),
+                "gen_nll_se": gen_nll_se(s.evaluator, tokens),
                 "nfe_denoiser": 0, "nfe_ar": length, "ar_tokens": length,
                 "seconds": seconds, "samples_per_second": n / seconds if seconds > 0 else None}
+        for key, value in provenance(cfg, lm, s.evaluator, n).items():
+            line.setdefault(key, value)
         _append(run_dir / METRICS_FILE, [line])
         if hasattr(logger, "log_baseline"):
             logger.log_baseline(name, line)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from hydra.errors import InstantiationException
+from hydra.errors import CompactHydraException, InstantiationException
 from hydra.utils import get_object, instantiate
 from omegaconf import MISSING, DictConfig, OmegaConf
 
@@ -33,8 +33,10 @@ DTYPES = (None, "float32", "bfloat16", "float16")
 NON_IDENTITY_KEYS = ("steps", "logger", "progress", "device", "threads", "mauve", "name")
 
 
-class ConfigError(ValueError):
-    """A config value or key that cannot work; raised before any model is loaded."""
+class ConfigError(ValueError, CompactHydraException):
+    """A config value or key that cannot work; raised before any model is loaded.
+
+    Hydra prints it as one line (a traceback only with ``HYDRA_FULL_ERROR=1``)."""
 
 
 @dataclass
@@ -89,7 +91,8 @@ def _path(rel: str) -> str:
 
 
 def _dirname(override_dirname: str) -> str:
-    return override_dirname or "default"
+    """The run folder's name: flat even when an override's value is a path (``/`` -> ``%2F``)."""
+    return (override_dirname or "default").replace("%", "%25").replace("/", "%2F")
 
 
 for _name, _fn in (("duet.device", _device), ("duet.path", _path), ("duet.dirname", _dirname)):

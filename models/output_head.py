@@ -4,8 +4,8 @@ The (rows, V) output is the largest tensor of a denoiser call (6.6 GB in float32
 L=1024 with GPT-2's vocabulary). Applying ``linear`` to every row and then ``log_softmax``
 holds the logits (V+1 columns), the float32 copy of bf16 logits and the result at once: about
 3× the output. Here the output is allocated once; each chunk of rows is projected onto the V
-real-token columns (the MASK column is never computed), written into it, and normalised in
-place, so a call adds one chunk's temporaries to its own output. Given a (B, L) mask of the
+real-token columns (the MASK column is never computed), written into it, and normalised there,
+so a call adds one chunk's temporaries to its own output. Given a (B, L) mask of the
 rows a step needs, only those rows are projected at all: the trunk still sees the whole
 sequence (attention needs it), but the head costs n·H·V instead of B·L·H·V.
 """
@@ -53,5 +53,7 @@ def head_log_probs(features: Tensor, weight: Tensor, bias: Tensor | None, vocab_
                 torch.addmm(b, f, w.t(), out=part)
         else:  # a bf16/fp16 chunk, converted into the float32 output
             part.copy_(f @ w.t() if b is None else torch.addmm(b, f, w.t()))
-        part.sub_(torch.logsumexp(part, dim=-1, keepdim=True))
+        # log_softmax's own arithmetic (x - max - log sum), so results match the plain
+        # head bit for bit; its output is one chunk, copied back in place.
+        part.copy_(torch.log_softmax(part, dim=-1))
     return out if rows is not None else out.view(B, L, vocab_size)
