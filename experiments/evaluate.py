@@ -15,11 +15,11 @@ import json
 import logging
 from pathlib import Path
 
-import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from experiments.cli import hydra_main
 from experiments.config import ConfigError, build
 from experiments.metrics import Evaluator
 from experiments.store import RunStore, atomic_write
@@ -81,7 +81,7 @@ def evaluate(cfg: DictConfig, choices: dict | None = None) -> dict[str, list[dic
     return {str(d): evaluate_run(d, judge, judge_name) for d in dirs}
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
+@hydra_main("evaluate")
 def main(cfg: DictConfig) -> None:
     evaluate(cfg, dict(HydraConfig.get().runtime.choices))
 

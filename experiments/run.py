@@ -19,11 +19,11 @@ import logging
 import time
 from pathlib import Path
 
-import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from experiments.cli import hydra_main
 from experiments.config import identity
 from experiments.distributed import Group
 from experiments.session import Session
@@ -177,7 +177,7 @@ def _run_steps(s: Session, group: Group, store, state: dict, todo: list[int], ru
             logger.finish()
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="run")
+@hydra_main("run")
 def main(cfg: DictConfig) -> None:
     from transformers.utils import logging as hf_logging
 

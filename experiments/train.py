@@ -22,12 +22,13 @@ import shutil
 import time
 from pathlib import Path
 
-import hydra
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
+import experiments.config  # noqa: F401  (the duet.* resolvers of conf/train.yaml)
+from experiments.cli import hydra_main
 from models.losses import ar_loss, mdlm_loss
 from models.shakespeare import VALIDATION_WORKS, build_tokenizer, fixed_windows, random_windows
 from models.shakespeare import streams as shakespeare_streams
@@ -296,9 +297,7 @@ def train(cfg: DictConfig) -> dict:
     return summary
 
 
-# An absolute path: a relative one would be read as a Python package when main() is imported.
-@hydra.main(version_base="1.3", config_path=str(Path(__file__).resolve().parents[1] / "conf"),
-            config_name="train")
+@hydra_main("train")
 def main(cfg: DictConfig) -> None:
     train(cfg)
 

@@ -71,12 +71,14 @@ def test_every_option_composes_and_resolves(group, option):
                                              ("joblib", "joblib"),
                                              ("submitit_slurm", "submitit")])
 def test_launchers_compose(launcher, target):
+    pytest.importorskip(f"hydra_plugins.hydra_{target}_launcher")  # the `launchers` extra
     cfg = compose_run([f"hydra/launcher={launcher}"], hydra_config=True)
     assert target in cfg.hydra.launcher._target_
     assert any(c._target_.endswith("SweepResults") for c in cfg.hydra.callbacks.values())
 
 
 def test_slurm_launcher_settings_resolve():
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     cfg = compose_run(["hydra/launcher=slurm", "hydra.launcher.partition=gpu"], True)
     assert cfg.hydra.launcher.partition == "gpu" and cfg.hydra.launcher.gpus_per_node == 1
 
