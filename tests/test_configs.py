@@ -201,3 +201,16 @@ def test_every_task_builds_prompts(data):
     out = s.coordinator.generate(5, cfg.length, 2, prompt=prompts,
                                  generator=torch.Generator().manual_seed(0))
     assert torch.equal(out.tokens[given], prompts[given])
+
+
+def test_run_checks_the_ar_speaks_the_denoisers_tokens():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the same tokenizer: nothing to warn about
+        s = Session(compose_run(["guide=dcd", "steps=[2]"]), {"ar": "tiny", "denoiser": "tiny"})
+        assert s.ar.vocab_size == s.denoiser.vocab_size
+    s = Session(compose_run(["guide=dcd", "steps=[2]", "ar=hmm"]),
+                {"ar": "hmm", "denoiser": "tiny"})
+    with pytest.raises(ConfigError, match="ar=hmm with denoiser=tiny: vocabulary sizes differ"):
+        _ = s.ar
