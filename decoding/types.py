@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from torch import Tensor
 
-from decoding.sampling import Marginals
+from decoding.sampling import Marginals, Rows
 from decoding.schedules import Schedule
 
 
@@ -83,6 +83,9 @@ class GuideContext:
         info: the step's place on the time grid.
         causal_log_probs: call to get the denoiser's prefix-only log-probs (B, L, V) for the
             current x (computed once, on demand, and counted by the Coordinator).
+        causal_rows: the same as a ``Rows``, computed only for the rows the guide declared
+            with ``needed_rows`` (every row when it declared none); index it with a (B, L)
+            bool mask.
     """
 
     x: Tensor
@@ -91,6 +94,7 @@ class GuideContext:
     marginals: Marginals
     info: StepInfo
     causal_log_probs: Callable[[], Tensor]
+    causal_rows: Callable[[], Rows] | None = None
 
 
 @dataclass

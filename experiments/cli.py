@@ -1,128 +1,243 @@
-"""Command-line entry points and where their configs live, in a checkout and when installed.
+"""What every command-line entry point does around Hydra.
 
-    duet-run [group=option ...] [key=value ...]      # python -m experiments.run
-    duet-evaluate run_dir=<dir> judge=<option>       # python -m experiments.evaluate
-    duet-train model=<option>                        # python -m experiments.train
-    duet-run --help                                  # the groups, their options and every key
+Before Hydra parses the command line (``run_cli``):
 
-The configs are the repository's ``conf/``. A wheel carries them as ``experiments/conf`` (the
-packaging maps ``conf/`` there) and the embedded models as ``models/tiny``, so the commands run
-from any working directory and write their outputs there. Configs of one's own are added with
-Hydra's ``--config-dir`` (see docs/experiments.md).
+* ``experiments.commands.check_launchers``: a launcher plugin the config needs is installed.
+* ``check_overrides``: a key that no config or constructor has (``strategy.mdoe=exact``,
+  with or without ``+``) is answered in one line with the closest valid key and the accepted
+  keys, exit status 2 (Hydra alone suggests ``+strategy.mdoe=exact``, the wrong fix). Set
+  ``HYDRA_FULL_ERROR=1`` for tracebacks.
+* ``quote_path_arg``: a path such as ``outputs/tiny/guide=dcd,num_samples=8`` (the project's
+  own run-directory names) is taken verbatim, as ``run_dir=PATH`` or as a bare positional
+  argument, and handed to Hydra quoted.
+* Ctrl-C ends the command with a one-line note and status 130, no traceback.
 
-Before Hydra starts, a launcher plugin that the composed config selects must be installed;
-otherwise the command stops with ``pip install "duet-dlm[launchers]"`` (Hydra alone would only
-say that ``hydra/launcher/joblib`` is missing). That the Duet packages are not shadowed by
-others of the same name is checked when ``experiments`` is imported.
+Inside each job (``job_setup``): in a multirun, log lines carry the job's choices and the job
+stops if the multirun process is gone (``experiments.lock.watch_parent``); ``progress_bar``
+shows generation progress on a terminal and logs it otherwise.
 """
 
 from __future__ import annotations
 
-import functools
-import importlib.util
+import difflib
+import logging
+import os
+import signal
 import sys
+import time
+from dataclasses import fields
 from pathlib import Path
 
-import hydra
+from experiments.commands import CONF_DIR, check_launchers
+from experiments.config import ConfigError, RunConfig, _signature
+from experiments.lock import watch_parent
 
-_HERE = Path(__file__).resolve().parent
-REPO_ROOT = _HERE.parent
-LAUNCHERS = {  # hydra/launcher option -> (plugin module, distribution)
-    "joblib": ("hydra_plugins.hydra_joblib_launcher", "hydra-joblib-launcher"),
-    "submitit": ("hydra_plugins.hydra_submitit_launcher", "hydra-submitit-launcher"),
-}
+log = logging.getLogger("experiments")
+CONF = Path(CONF_DIR)
 
 
-def conf_dir() -> Path:
-    """The config directory: ``experiments/conf`` in an installed wheel, else ``<repo>/conf``."""
-    for candidate in (_HERE / "conf", REPO_ROOT / "conf"):
-        if (candidate / "run.yaml").is_file():
-            return candidate
-    raise FileNotFoundError(f"Duet's configs are missing: neither {_HERE / 'conf'} nor "
-                            f"{REPO_ROOT / 'conf'} holds run.yaml; reinstall the package")
+def _one_line(err: Exception) -> str:
+    return " ".join(str(err).split())
 
 
-CONF_DIR = str(conf_dir())
+def run_cli(main, config_name: str, argv: list[str] | None = None,
+            path_key: str | None = None) -> None:
+    """Check ``argv`` (default ``sys.argv[1:]``), then call the Hydra ``main`` on it."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    full = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    try:
+        if path_key is not None:
+            args = quote_path_arg(args, path_key)
+        if config_name == "run":
+            check_overrides(args)
+        check_launchers(config_name, args)
+        sys.argv = [sys.argv[0], *args]
+        main()
+    except ConfigError as err:
+        if full:
+            raise
+        print(f"error: {_one_line(err)}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        if full:
+            raise
+        print("\ninterrupted: rerun the same command to resume (finished batches are kept)",
+              file=sys.stderr)
+        sys.exit(130)
 
 
-def _overrides(argv: list[str]) -> list[str]:
-    """The plain ``key=value`` overrides of a command line (flags and their values dropped)."""
-    out, skip = [], False
-    for arg in argv:
-        if skip:
-            skip = False
-        elif arg in ("-cd", "--config-dir", "-cp", "--config-path", "-cn", "--config-name",
-                     "-c", "--cfg", "-p", "--package", "--info", "--experimental-rerun"):
-            skip = arg not in ("--info",)
-        elif not arg.startswith("-") and "=" in arg:
+def quote_path_arg(args: list[str], key: str) -> list[str]:
+    """Turn ``key=PATH`` or a bare positional ``PATH`` into ``key='PATH'`` for Hydra."""
+    out, seen = [], False
+    for arg in args:
+        value = None
+        if arg.startswith(f"{key}="):
+            value = arg[len(key) + 1:]
+        elif not seen and not arg.startswith("-") and ("=" not in arg or Path(arg).exists()):
+            value = arg
+        if value is None:
             out.append(arg)
+            continue
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]  # already quoted for Hydra
+        seen = True
+        out.append(f"{key}='" + value.replace("\\", "\\\\").replace("'", "\\'") + "'")
     return out
 
 
-def _installed(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ImportError:
-        return False
-
-
-def check_launchers(config_name: str, argv: list[str]) -> None:
-    """Fail clearly when the composed config picks a launcher whose plugin is not installed."""
-    missing = {k: v for k, v in LAUNCHERS.items() if not _installed(v[0])}
-    if not missing:
-        return
-    from hydra import compose, initialize_config_dir
+def _parse(args: list[str]):
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
+    plain = [a for a in args if not a.startswith("-")]
     try:
-        parsed = OverridesParser.create().parse_overrides(_overrides(argv))
-        plain = [o.input_line for o in parsed if not o.is_sweep_override()]
-        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-            compose(config_name, overrides=plain, return_hydra_config=True)
-    except Exception as err:  # anything else Hydra reports itself, in its own words
-        text = str(err)
-        for option, (_, dist) in missing.items():
-            if f"hydra/launcher/{option}" in text:
-                raise SystemExit(
-                    f"error: this config runs its jobs with the {option} launcher, which needs "
-                    f"{dist}: pip install \"duet-dlm[launchers]\" (or pick "
-                    "hydra/launcher=basic to run the jobs one after another)") from None
+        return OverridesParser.create().parse_overrides(plain)
+    except Exception:  # a grammar error: Hydra reports it in its own words
+        return []
 
 
-def hydra_main(config_name: str):
-    """``hydra.main`` on Duet's config directory, after the two checks above."""
-
-    def decorate(task):
-        wrapped = hydra.main(version_base="1.3", config_path=CONF_DIR,
-                             config_name=config_name)(task)
-
-        @functools.wraps(task)
-        def main(*args, **kwargs):
-            if not args and not kwargs:  # called as a program
-                check_launchers(config_name, sys.argv[1:])
-            return wrapped(*args, **kwargs)
-
-        return main
-
-    return decorate
+def _is_group(key: str) -> bool:
+    return "/" in key or (CONF / key).is_dir()
 
 
-def run() -> None:
-    """``duet-run``: generate and evaluate over a list of step counts."""
-    from experiments.run import main
+def check_overrides(args: list[str]) -> None:
+    """Refuse unknown keys among ``experiments.run`` overrides (see the module docstring)."""
+    overrides = [o for o in _parse(args) if not o.is_delete()
+                 and not o.key_or_group.startswith("hydra") and o.package is None]
+    keys = [o for o in overrides if not _is_group(o.key_or_group)]
+    if not keys:
+        return
+    top = sorted(f.name for f in fields(RunConfig))
+    for o in keys:
+        head = o.key_or_group.split(".")[0]
+        if head not in top:
+            raise ConfigError(_unknown("top-level key", head, top))
+    nested = [o for o in keys if "." in o.key_or_group]
+    if not nested:
+        return
+    cfg, choices = _compose([o for o in overrides if _is_group(o.key_or_group)])
+    for o in nested:
+        _check_path(cfg, o.key_or_group.split("."), choices, o.is_add() or o.is_force_add())
 
-    main()
+
+def _unknown(what: str, key: str, valid: list[str]) -> str:
+    close = difflib.get_close_matches(key, valid, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"unknown {what} {key!r}{hint}; accepted keys: {', '.join(valid)}"
 
 
-def evaluate() -> None:
-    """``duet-evaluate``: re-score saved samples with another judge."""
-    from experiments.evaluate import main
+def _compose(groups):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
 
-    main()
+    chosen = []
+    for o in groups:
+        value = next(o.sweep_string_iterator()) if o.is_sweep_override() \
+            else o.get_value_element_as_str()
+        prefix = "+" if o.is_add() else "++" if o.is_force_add() else ""
+        chosen.append(f"{prefix}{o.key_or_group}={value}")
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            cfg = compose("run", overrides=chosen, return_hydra_config=True)
+    except Exception:  # a bad option name: Hydra lists the available ones itself
+        return None, {}
+    finally:
+        GlobalHydra.instance().clear()
+    return cfg, dict(cfg.hydra.runtime.choices)
 
 
-def train() -> None:
-    """``duet-train``: train one of the tiny models."""
-    from experiments.train import main
+def _check_path(cfg, parts: list[str], choices: dict, adding: bool) -> None:
+    from hydra.utils import get_object
+    from omegaconf import DictConfig
 
-    main()
+    if cfg is None:
+        return
+    node, where = cfg, []
+    for i, part in enumerate(parts):
+        if not isinstance(node, DictConfig):
+            return  # a value, not a node: Hydra's own type checks apply
+        group = parts[0]
+        label = f"{group}={choices[group]}" if choices.get(group) else ".".join(where) or group
+        if i > 0 and "_target_" in node:
+            try:
+                sig = _signature(get_object(node["_target_"]))
+            except Exception:
+                return  # an unimportable target is reported when the run builds it
+            if sig is None or any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
+                return
+            params = [n for n in sig.parameters if n not in ("self", "cls")]
+            if part not in params:
+                raise ConfigError(f"{label}: " + _unknown(f"key for {node['_target_']}", part,
+                                                          params))
+            if part not in node:
+                return  # a constructor argument the option leaves at its default
+        elif part not in node:
+            if adding and i == len(parts) - 1:
+                return
+            raise ConfigError(f"{label}: " + _unknown("key", part, sorted(map(str, node))))
+        node = node._get_node(part)
+        where.append(part)
+
+
+class _JobPrefix(logging.Filter):
+    """Prefixes every log record with the job's choices (one instance per process)."""
+
+    prefix = ""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.prefix and not getattr(record, "_duet_prefixed", False):
+            record.msg = f"{self.prefix} {record.msg}"
+            record._duet_prefixed = True
+        return True
+
+
+_PREFIX = _JobPrefix()
+
+
+def job_setup(hc) -> str:
+    """Per-job setup inside a Hydra task; returns the job's log prefix ("" for a single run)."""
+    from hydra.types import RunMode
+
+    if hc.mode != RunMode.MULTIRUN:
+        return ""
+    if watch_parent() and hasattr(signal, "SIGINT"):
+        # The multirun process handles Ctrl-C and ends its workers; a worker's own
+        # KeyboardInterrupt would only print a second traceback.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    choices = hc.runtime.choices
+    _PREFIX.prefix = f"[{choices.get('guide')}/{choices.get('strategy')} #{hc.job.num}]"
+    for handler in logging.getLogger().handlers:
+        if _PREFIX not in handler.filters:
+            handler.addFilter(_PREFIX)
+    return _PREFIX.prefix
+
+
+class progress_bar:  # noqa: N801  (used like a function)
+    """Generation progress over every pending batch: a tqdm bar on a terminal (batches,
+    samples per second), else one log line per batch."""
+
+    def __init__(self, total: int, cfg, active: bool = True):
+        self.total, self.done, self.samples, self.seconds = total, 0, 0, 0.0
+        self.active, self.bar, self.t0 = active and total > 0, None, time.perf_counter()
+        if self.active and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit="batch", desc=_PREFIX.prefix or "generating",
+                            dynamic_ncols=True, leave=False)
+
+    def advance(self, n: int, seconds: float, num_steps: int) -> None:
+        if not self.active:
+            return
+        self.done, self.samples, self.seconds = self.done + 1, self.samples + n, \
+            self.seconds + seconds
+        rate = self.samples / max(time.perf_counter() - self.t0, 1e-9)
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"steps={num_steps} {rate:.2f} samples/s", refresh=False)
+            self.bar.update(1)
+        else:
+            log.info("batch %d/%d done (steps=%d, %.2f samples/s overall)", self.done,
+                     self.total, num_steps, rate)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

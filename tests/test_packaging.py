@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from experiments import cli
+from experiments import commands as cli
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
