@@ -107,11 +107,6 @@ class ARModel(Protocol):
         ...
 
 
-def cache_length(cache: Any) -> int:
-    """Number of tokens fed into an AR cache (every cache carries a ``length`` attribute)."""
-    return int(cache.length)
-
-
 def check_vocabularies(denoiser: Denoiser, ar: ARModel) -> None:
     """Fail loudly unless the AR model scores exactly the denoiser's real tokens.
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import torch
 from torch import Tensor
 
 from decoding.counting import CountingAR
@@ -156,7 +155,3 @@ class GenerationResult:
     trace: list[StepRecord] = field(default_factory=list)
     seconds: float = 0.0
     num_batches: int = 1
-
-    def to(self, device: torch.device | str) -> GenerationResult:
-        self.tokens = self.tokens.to(device)
-        return self

@@ -10,6 +10,7 @@ its W&B run from the stored metrics when the same command is rerun with it.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import uuid
 from pathlib import Path
@@ -57,6 +58,8 @@ class WandbLogger(JsonlOnly):
         mode = {"dryrun": "offline", "run": "online"}.get(mode, mode)  # W&B's older names
         if mode not in ("offline", "online", "disabled"):
             raise ValueError(f"wandb mode must be offline, online or disabled, got {mode!r}")
+        if importlib.util.find_spec("wandb") is None:  # an extra: say how to get it, up front
+            raise ImportError('logger=wandb needs the wandb package: pip install "duet-dlm[wandb]"')
         self.project, self.entity, self.mode = project, entity, mode
         self.group, self.tags, self.table_rows = group, list(tags), int(table_rows)
         self.run = None

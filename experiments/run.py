@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from experiments import baselines
 from experiments.cli import job_setup, progress_bar, run_cli
+from experiments.commands import CONF_DIR
 from experiments.config import identity
 from experiments.distributed import Group
 from experiments.loggers import JsonlOnly
@@ -210,7 +211,7 @@ def _run_steps(s: Session, group: Group, store, state: dict, todo: list[int], ru
             logger.finish()
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="run")
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="run")
 def main(cfg: DictConfig) -> None:
     from transformers.utils import logging as hf_logging
 

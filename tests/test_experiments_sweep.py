@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from hydra import compose, initialize_config_dir
 
 import experiments.run as runner
@@ -33,6 +34,7 @@ def samples(run_dir: Path) -> list[tuple]:
 
 
 def test_joblib_multirun_writes_results_and_frontier(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")  # the `launchers` extra
     sweep = tmp_path / "sweep"
     cli("-m", "experiments.run", "-m", *SMALL, "guide=none,dcd", "hydra/launcher=local",
         f"hydra.sweep.dir={sweep}")
