@@ -32,6 +32,9 @@ class JsonlOnly:
     def log_step(self, metrics: dict) -> None:
         pass
 
+    def log_baseline(self, name: str, metrics: dict) -> None:
+        pass
+
     def log_samples(self, rows: list[dict]) -> None:
         pass
 
@@ -82,6 +85,12 @@ class WandbLogger(JsonlOnly):
         for key, value in metrics.items():
             if isinstance(value, (int, float)):
                 self.run.summary[f"data/{key}"] = value
+
+    def log_baseline(self, name: str, metrics: dict) -> None:
+        """A single-model row (``experiments.baselines``): summary keys ``<name>_alone/...``."""
+        for key, value in metrics.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                self.run.summary[f"{name}_alone/{key}"] = value
 
     def log_step(self, metrics: dict) -> None:
         numbers = {k: v for k, v in metrics.items()

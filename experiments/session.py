@@ -162,6 +162,7 @@ class Session:
         for steps in self.cfg.steps:
             try:
                 self.strategy.check(int(steps), int(self.cfg.length))
+                self.strategy.times(self.schedule, int(steps))
             except ValueError as err:
                 raise ConfigError(f"steps={steps} with strategy={self.name_of('strategy')}: "
                                   f"{err}") from err
@@ -177,7 +178,8 @@ class Session:
         try:
             return Coordinator(*parts, temperature=self.cfg.temperature, top_p=self.cfg.top_p)
         except ValueError as err:
-            raise ConfigError(f"guide={self.name_of('guide')} with denoiser="
+            raise ConfigError(f"strategy={self.name_of('strategy')}, guide="
+                              f"{self.name_of('guide')} with denoiser="
                               f"{self.name_of('denoiser')}: {err}") from err
 
     @cached_property
