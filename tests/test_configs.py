@@ -71,12 +71,14 @@ def test_every_option_composes_and_resolves(group, option):
                                              ("joblib", "joblib"),
                                              ("submitit_slurm", "submitit")])
 def test_launchers_compose(launcher, target):
+    pytest.importorskip(f"hydra_plugins.hydra_{target}_launcher")  # the `launchers` extra
     cfg = compose_run([f"hydra/launcher={launcher}"], hydra_config=True)
     assert target in cfg.hydra.launcher._target_
     assert any(c._target_.endswith("SweepResults") for c in cfg.hydra.callbacks.values())
 
 
 def test_slurm_launcher_settings_resolve():
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     cfg = compose_run(["hydra/launcher=slurm", "hydra.launcher.partition=gpu"], True)
     assert cfg.hydra.launcher.partition == "gpu" and cfg.hydra.launcher.gpus_per_node == 1
 
@@ -216,3 +218,16 @@ def test_dtype_reaches_every_model_group():
                 assert node.dtype == "float16", (group, option)
     with pytest.raises(ConfigError, match="dtype must be one of"):
         experiments.config.validate(compose_run(["dtype=float64"]))
+
+
+def test_run_checks_the_ar_speaks_the_denoisers_tokens():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the same tokenizer: nothing to warn about
+        s = Session(compose_run(["guide=dcd", "steps=[2]"]), {"ar": "tiny", "denoiser": "tiny"})
+        assert s.ar.vocab_size == s.denoiser.vocab_size
+    s = Session(compose_run(["guide=dcd", "steps=[2]", "ar=hmm"]),
+                {"ar": "hmm", "denoiser": "tiny"})
+    with pytest.raises(ConfigError, match="ar=hmm with denoiser=tiny: vocabulary sizes differ"):
+        _ = s.ar
