@@ -70,10 +70,10 @@ class _Batch:
 
     def rows(self, x: Tensor, t: float, causal: bool = False, need: Tensor | None = None) -> Rows:
         """The rows at ``need`` (B, L) bool (None: all), packed when the denoiser can."""
-        # A strategy that reveals by the score mass gets every row and the mass in one call;
+        # A strategy that reveals by the score mass gets the mass with the rows, in one call;
         # the mass depends on t even where the marginals do not.
         with_mass = self.c.strategy.needs_mass and not causal
-        if not self.c.rows_only or with_mass:
+        if not self.c.rows_only:
             need = None
         memo = self._memo.get(causal)
         if memo is not None and (memo[1] == t or not (self.c.time_conditioned or with_mass)):
@@ -84,19 +84,19 @@ class _Batch:
                 return memo[2]
         t_vec = torch.full((x.shape[0],), self.c.denoiser_time(t), dtype=torch.float32,
                            device=x.device)
+        packed = {} if need is None else {"rows": need}
+        if with_mass:
+            lp, self.log_mass = self.c.denoiser.log_probs_with_mass(x, t_vec, **packed)
+            if tuple(self.log_mass.shape) != tuple(x.shape):
+                raise ValueError(f"denoiser returned a score mass of shape "
+                                 f"{tuple(self.log_mass.shape)}, expected {tuple(x.shape)}")
+        else:
+            lp = self.c.denoiser.log_probs(x, t_vec, causal=causal, **packed)
         if need is None:
-            if with_mass:
-                lp, self.log_mass = self.c.denoiser.log_probs_with_mass(x, t_vec)
-                if tuple(self.log_mass.shape) != tuple(x.shape):
-                    raise ValueError(f"denoiser returned a score mass of shape "
-                                     f"{tuple(self.log_mass.shape)}, expected {tuple(x.shape)}")
-            else:
-                lp = self.c.denoiser.log_probs(x, t_vec, causal=causal)
             expected = (*x.shape, self.c.vocab_size)
             if tuple(lp.shape) != expected:
                 raise ValueError(f"denoiser returned shape {tuple(lp.shape)}, expected {expected}")
         else:
-            lp = self.c.denoiser.log_probs(x, t_vec, causal=causal, rows=need)
             if lp.dim() != 2 or lp.shape[-1] != self.c.vocab_size:
                 raise ValueError(f"denoiser returned shape {tuple(lp.shape)} for packed rows, "
                                  f"expected (n, {self.c.vocab_size})")
@@ -273,8 +273,9 @@ class Coordinator:
             draft = self._propose(batch, info, state, region, generator, need)
             state.draft, state.draft_log_q = draft.tokens, draft.log_q
             return self.strategy.select(info, state, generator), draft
-        if self.strategy.needs_mass:
-            state.marginals = self._marginals(batch, state.x, info)
+        if self.strategy.needs_mass:  # the mass of every masked row, before choosing
+            need = self._needed_rows(state, state.masked, info, strategy_rows=state.masked)
+            state.marginals = self._marginals(batch, state.x, info, need)
             state.log_mass = batch.log_mass
         sel = self.strategy.select(info, state, generator)
         if not sel.reveal.any():  # a host read, needed to skip the forward
