@@ -84,7 +84,7 @@ def quote_path_arg(args: list[str], key: str) -> list[str]:
         value = None
         if arg.startswith(f"{key}="):
             value = arg[len(key) + 1:]
-        elif not seen and not arg.startswith("-") and ("=" not in arg or Path(arg).exists()):
+        elif not seen and not arg.startswith("-") and _looks_like_path(arg):
             value = arg
         if value is None:
             out.append(arg)
@@ -94,6 +94,15 @@ def quote_path_arg(args: list[str], key: str) -> list[str]:
         seen = True
         out.append(f"{key}='" + value.replace("\\", "\\\\").replace("'", "\\'") + "'")
     return out
+
+
+def _looks_like_path(arg: str) -> bool:
+    """An existing path, a word without ``=``, or ``a/b=...`` where ``a/b`` is no config
+    group (Hydra's group overrides are ``hydra/...`` or a folder of conf/)."""
+    if Path(arg).exists() or "=" not in arg:
+        return True
+    key = arg.split("=", 1)[0].lstrip("+~")
+    return "/" in key and not key.startswith("hydra/") and not (CONF / key).is_dir()
 
 
 def _parse(args: list[str]):
