@@ -27,6 +27,8 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SPECIAL_KEYS = {"_target_", "_partial_", "_args_", "_recursive_", "_convert_"}
+# Model weights' precision (null: as loaded, float32); sampling stays float64 whatever it is.
+DTYPES = (None, "float32", "bfloat16", "float16")
 # Keys that may change between a run and its resumption without changing its samples.
 NON_IDENTITY_KEYS = ("steps", "logger", "progress", "device", "threads", "mauve", "name")
 
@@ -62,6 +64,7 @@ class RunConfig:
     reference_samples: int = 64
     mauve: bool = False
     device: str = "cpu"
+    dtype: str | None = None
     threads: int | None = None
     progress: bool = False
 
@@ -127,6 +130,9 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"top_p must lie in (0, 1], got {cfg.top_p}")
     if cfg.threads is not None:
         _positive_int("threads", cfg.threads)
+    if cfg.get("dtype") not in DTYPES:
+        raise ConfigError(f"dtype must be one of {', '.join(map(str, DTYPES))}, "
+                          f"got {cfg.dtype!r}")
     if cfg.mauve:
         require_mauve()
 
