@@ -79,13 +79,14 @@ def _stop_workers() -> None:
 
 def quote_path_arg(args: list[str], key: str) -> list[str]:
     """Turn ``key=PATH`` or a bare positional ``PATH`` into ``key='PATH'`` for Hydra."""
-    out, seen = [], False
+    out, seen, flag_value = [], False, False
     for arg in args:
         value = None
         if arg.startswith(f"{key}="):
             value = arg[len(key) + 1:]
-        elif not seen and not arg.startswith("-") and _looks_like_path(arg):
+        elif not seen and not flag_value and not arg.startswith("-") and _looks_like_path(arg):
             value = arg
+        flag_value = arg in _FLAGS_WITH_VALUE
         if value is None:
             out.append(arg)
             continue
@@ -94,6 +95,11 @@ def quote_path_arg(args: list[str], key: str) -> list[str]:
         seen = True
         out.append(f"{key}='" + value.replace("\\", "\\\\").replace("'", "\\'") + "'")
     return out
+
+
+# Hydra's flags whose value is the next argument (not a path to take).
+_FLAGS_WITH_VALUE = {"-cn", "--config-name", "-cp", "--config-path", "-cd", "--config-dir",
+                     "--experimental-rerun", "-p", "--package"}
 
 
 def _looks_like_path(arg: str) -> bool:
@@ -219,7 +225,7 @@ def _check_path(cfg, parts: list[str], choices: dict, adding: bool) -> None:
 class _JobPrefix(logging.Filter):
     """Prefixes every log record with the job's choices (one instance per process)."""
 
-    prefix = ""
+    prefix, num = "", 0
 
     def filter(self, record: logging.LogRecord) -> bool:
         if self.prefix and not getattr(record, "_duet_prefixed", False):
@@ -248,6 +254,7 @@ def job_setup(hc) -> str:
         tqdm.set_lock(threading.RLock())
     choices = hc.runtime.choices
     _PREFIX.prefix = f"[{choices.get('guide')}/{choices.get('strategy')} #{hc.job.num}]"
+    _PREFIX.num = int(hc.job.num)
     for handler in logging.getLogger().handlers:
         if _PREFIX not in handler.filters:
             handler.addFilter(_PREFIX)
@@ -265,8 +272,9 @@ class progress_bar:  # noqa: N801  (used like a function)
         if self.active and sys.stderr.isatty():
             from tqdm import tqdm
 
+            # Parallel jobs share the terminal: each job's bar keeps a line of its own.
             self.bar = tqdm(total=total, unit="batch", desc=_PREFIX.prefix or "generating",
-                            dynamic_ncols=True, leave=False)
+                            dynamic_ncols=True, leave=False, position=_PREFIX.num % 8)
 
     def advance(self, n: int, seconds: float, num_steps: int) -> None:
         if not self.active:

@@ -156,3 +156,8 @@ def test_finished_run_is_logged_to_wandb_on_a_rerun(tmp_path, monkeypatch, caplo
             break
         time.sleep(0.5)
     assert b"gen_ppl" in record and b"num_steps" in record
+
+
+def test_flag_values_are_not_taken_for_paths():
+    assert quote_path_arg(["-cn", "evaluate", "x/y=1,2"], "run_dir") == [
+        "-cn", "evaluate", "run_dir='x/y=1,2'"]
