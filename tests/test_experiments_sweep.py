@@ -70,13 +70,16 @@ def test_torchrun_two_processes_match_one(tmp_path):
     assert [json.loads(m)["num_steps"] for m in metrics] == [1, 2]
 
 
-def _children(pid: int) -> list[int]:
+def _workers(pid: int) -> list[int]:
+    """Processes started for the sweep ``pid`` (loky's workers are not all its children)."""
     out = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
+    for proc in Path("/proc").glob("[0-9]*"):
         try:
-            out += [int(x) for x in (task / "children").read_text().split()]
+            env = (proc / "environ").read_bytes().split(b"\0")
         except OSError:
-            pass
+            continue
+        if f"DUET_SWEEP_PARENT={pid}".encode() in env and int(proc.name) != pid:
+            out.append(int(proc.name))
     return out
 
 
@@ -100,16 +103,19 @@ def _lines(path: Path) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
 
 
-def _start_sweep(args: list[str], sweep: Path, batches: int) -> subprocess.Popen:
-    """Start a sweep in its own process group; return once a job has ``batches`` batches."""
+def _start_sweep(args: list[str], sweep: Path, batches: int, log: Path) -> subprocess.Popen:
+    """Start a sweep in its own process group, its output to ``log`` (a pipe would stay open
+    as long as any worker lives); return once a job has written ``batches`` more batches."""
+    before = {p: len(_lines(p)) for p in sweep.glob("*/batches.jsonl")}
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     env.pop("HYDRA_FULL_ERROR", None)
-    proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and proc.poll() is None:
-        if any(len(_lines(p)) >= batches for p in sweep.glob("*/batches.jsonl")):
+        if any(len(_lines(p)) >= before.get(p, 0) + batches
+               for p in sweep.glob("*/batches.jsonl")):
             break
         time.sleep(0.05)
     assert proc.poll() is None, "the sweep ended before it could be interrupted"
@@ -125,16 +131,18 @@ def test_interrupted_and_killed_sweep_resumes_without_duplicates(tmp_path):
     args = ["-m", "experiments.run", "-m", "experiment=hmm_oracle", "guide=none,dcd",
             "num_samples=40", "batch_size=2", "steps=[1,2,4]", "hydra/launcher=local",
             f"hydra.sweep.dir={sweep}"]
-    proc = _start_sweep(args, sweep, 2)
+    proc = _start_sweep(args, sweep, 2, tmp_path / "ctrl-c.log")
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends
-    out = proc.communicate(timeout=60)[0]
+    proc.wait(timeout=60)
+    out = (tmp_path / "ctrl-c.log").read_text()
     assert proc.returncode == 130, out[-2000:]
     assert "Traceback" not in out and "leaked" not in out and "interrupted" in out, out[-2000:]
     assert "[none/ancestral #0]" in out or "[dcd/ancestral #1]" in out  # jobs' log prefixes
-    parent = _start_sweep(args, sweep, 12)
-    workers = _children(parent.pid)
+    parent = _start_sweep(args, sweep, 6, tmp_path / "killed.log")
+    workers = _workers(parent.pid)
+    assert workers
     os.kill(parent.pid, signal.SIGKILL)
-    parent.communicate()
+    parent.wait()
     cli(*args)  # at once: an orphan still holding a run directory's lock is waited for
     assert _gone(workers, 10), "a worker outlived the multirun process"
     runs = sorted(p.parent for p in sweep.glob("*/metrics.jsonl"))
