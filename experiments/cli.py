@@ -102,7 +102,7 @@ def quote_path_arg(args: list[str], key: str) -> list[str]:
 
 # Hydra's flags whose value is the next argument (not a path to take).
 _FLAGS_WITH_VALUE = {"-cn", "--config-name", "-cp", "--config-path", "-cd", "--config-dir",
-                     "--experimental-rerun", "-p", "--package"}
+                     "--experimental-rerun", "-p", "--package", "-c", "--cfg"}
 
 
 def _looks_like_path(arg: str) -> bool:
@@ -117,7 +117,8 @@ def _looks_like_path(arg: str) -> bool:
 def _parse(args: list[str]):
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    plain = [a for a in args if not a.startswith("-")]
+    plain = [a for i, a in enumerate(args) if not a.startswith("-")
+             and not (i > 0 and args[i - 1] in _FLAGS_WITH_VALUE)]
     try:
         return OverridesParser.create().parse_overrides(plain)
     except Exception:  # a grammar error: Hydra reports it in its own words
@@ -130,6 +131,9 @@ def _is_group(key: str) -> bool:
 
 def check_overrides(args: list[str]) -> None:
     """Refuse unknown keys among ``experiments.run`` overrides (see the module docstring)."""
+    if any(a in ("-cd", "--config-dir", "-cn", "--config-name", "-cp", "--config-path")
+           or a.startswith(("--config-dir=", "--config-name=", "--config-path=")) for a in args):
+        return  # configs of one's own: Hydra's checks and the run's own key checks apply
     overrides = [o for o in _parse(args) if not o.is_delete()
                  and not o.key_or_group.startswith("hydra") and o.package is None]
     for o in overrides:

@@ -129,7 +129,8 @@ def test_every_result_records_its_provenance(tmp_path):
     import transformers
 
     rows = lines(tmp_path / "run" / "metrics.jsonl") + collect(tmp_path)
-    assert len(rows) == 5  # two metrics lines, the same two as results rows, one data row
+    # Two metrics lines, the same two as results rows, the data row (and any baseline rows).
+    assert len(rows) >= 5 and sum(r.get("method") == "data" for r in rows) == 1
     for row in rows:
         assert row["torch_version"] == torch.__version__
         assert row["transformers_version"] == transformers.__version__
@@ -161,3 +162,9 @@ def test_finished_run_is_logged_to_wandb_on_a_rerun(tmp_path, monkeypatch, caplo
 def test_flag_values_are_not_taken_for_paths():
     assert quote_path_arg(["-cn", "evaluate", "x/y=1,2"], "run_dir") == [
         "-cn", "evaluate", "run_dir='x/y=1,2'"]
+
+
+def test_configs_of_ones_own_are_left_to_hydra():
+    check_overrides(["-cd", "/tmp/mine", "guide=my_guide", "guide.beta=2"])
+    with pytest.raises(ConfigError, match="did you mean 'mode'"):
+        check_overrides(["--cfg", "job", "strategy.mdoe=exact"])
