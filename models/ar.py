@@ -287,8 +287,29 @@ def load_ar(
         ) from err
     if device is not None:
         model = model.to(device)
-    return HFCausalLM(model, tokenizer=load_tokenizer(name_or_path), cache=cache,
-                      compile_step=compile_step)
+    tokenizer = _usable_tokenizer(load_tokenizer(name_or_path), int(model.config.vocab_size),
+                                  name_or_path)
+    return HFCausalLM(model, tokenizer=tokenizer, cache=cache, compile_step=compile_step)
+
+
+def _usable_tokenizer(tokenizer: Any, model_vocab: int, where: Any) -> Any:
+    """The tokenizer, or None when it cannot be the model's own.
+
+    transformers builds an empty tokenizer (special tokens only) for a folder that has a
+    model's weights and config but no tokenizer files; taken at its word it would shrink the
+    vocabulary to a token or two. Fewer than half the model's embedding rows means the files
+    are missing: warn and run on token ids only.
+    """
+    if tokenizer is None or len(tokenizer) * 2 >= model_vocab:
+        return tokenizer
+    warnings.warn(
+        f"{str(where)!r} has weights for {model_vocab} token ids but its tokenizer knows only "
+        f"{len(tokenizer)} (no tokenizer.json, nor vocab.json with merges.txt, in the folder); "
+        "running on token ids only (no text, no tokenizer checks). Copy the tokenizer files "
+        "into the folder to get them back.",
+        stacklevel=3,
+    )
+    return None
 
 
 def _real_tokens(tokenizer: Any, default: int) -> int:
