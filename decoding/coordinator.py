@@ -15,6 +15,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from decoding.guides.independent import Independent
+from decoding.loop import BatchLoop
 from decoding.sampling import Marginals, check_transforms
 from decoding.schedules import LogLinear, Schedule
 from decoding.strategies.base import Strategy
@@ -88,6 +89,8 @@ class Coordinator:
         self.vocab_size, self.mask_id = denoiser.vocab_size, denoiser.mask_id
         self.time_conditioned = bool(getattr(denoiser, "time_conditioned", True))
         self.guide.check(denoiser)
+        if hasattr(self.guide, "check_strategy"):  # guides that accept only some strategies
+            self.guide.check_strategy(strategy)
 
     def _prompt(self, prompt: Tensor | None, n: int, length: int) -> Tensor:
         if prompt is None:
@@ -140,49 +143,47 @@ class Coordinator:
         nfe = {"denoiser": 0, "ar_forwards": 0, "ar_tokens": 0}
         bs = batch_size or num_samples
         starts = range(0, num_samples, bs)
-        out = []
+        out, rounds = [], []
         bar = tqdm(total=len(starts) * steps, disable=not progress, desc="denoising")
         t0 = time.perf_counter()
         with torch.inference_mode():
             for start in starts:
                 x = rows[start : start + bs].to(device)
-                out.append(self._run(x, infos, generator, trace, ess_sums, nfe, bar).cpu())
+                tokens, used = self._run(x, infos, generator, trace, ess_sums, nfe, bar)
+                out.append(tokens.cpu())
+                rounds.append(used.double().cpu())
         bar.close()
         for rec, (total, count) in zip(trace, ess_sums):
             rec.ess = total / count if count else None
         return GenerationResult(tokens=torch.cat(out), nfe=nfe, trace=trace,
-                                seconds=time.perf_counter() - t0, num_batches=len(starts))
+                                seconds=time.perf_counter() - t0, num_batches=len(starts),
+                                steps_used=float(torch.cat(rounds).mean()))
 
-    def _run(self, x, infos, generator, trace, ess_sums, nfe, bar) -> Tensor:
-        batch = _Batch(self, x)
-        clamped = x.clone()
-        confidence = torch.zeros(x.shape, dtype=torch.float64, device=x.device)
+    def _new_batch(self, x: Tensor) -> _Batch:
+        return _Batch(self, x)
+
+    def _run(self, x, infos, generator, trace, ess_sums, nfe, bar) -> tuple[Tensor, Tensor]:
+        """One batch; returns its tokens and the denoising steps (rounds) each row used."""
+        loop = BatchLoop(self, x, infos, generator, trace, ess_sums, nfe, bar)
+        free, clamped = loop.free, x.clone()
         if hasattr(self.guide, "start"):
             self.guide.start(x)
-        for info, rec in zip(infos, trace):
-            t0 = time.perf_counter()
-            forwards_before = batch.forwards
-            masked = x == self.mask_id
-            if masked.any() or self.strategy.remasks:
-                state = StepState(x=x, masked=masked, free=batch.free, confidence=confidence)
-                sel, draft = self._step(batch, info, state, generator)
-                x, confidence = self._apply(x, masked, batch.free, confidence, sel, draft, rec)
-                if draft is not None:
-                    nfe["ar_forwards"] += draft.ar_forwards
-                    nfe["ar_tokens"] += draft.ar_tokens
-                    if draft.ess is not None:
-                        ess_sums[info.index][0] += float(draft.ess.sum())
-                        ess_sums[info.index][1] += draft.ess.numel()
-            rec.denoiser_forwards += batch.forwards - forwards_before
-            rec.seconds += time.perf_counter() - t0
-            bar.update(1)
-        nfe["denoiser"] += batch.forwards
+        if hasattr(self.guide, "run"):  # a guide that owns the outer loop (see decoding.loop)
+            x, rounds = self.guide.run(loop, x)
+            bar.update(len(infos))
+        else:
+            confidence = torch.zeros(x.shape, dtype=torch.float64, device=x.device)
+            for info in infos:
+                x, confidence, _, _ = loop.step(info, x, confidence)
+                bar.update(1)
+            rounds = torch.full((x.shape[0],), float(len(infos)))
+        nfe["denoiser"] += loop.total_forwards()
         if (x == self.mask_id).any():
-            raise RuntimeError(f"{type(self.strategy).__name__} left masked positions after the "
-                               "last step")
-        if not torch.equal(x[~batch.free], clamped[~batch.free]):
+            who = self.guide if hasattr(self.guide, "run") else self.strategy
+            raise RuntimeError(f"{type(who).__name__} left masked positions after the last step")
+        if not torch.equal(x[~free], clamped[~free]):
             raise RuntimeError("a clamped prompt position was changed")
-        return x
+        return x, rounds
 
     def _step(self, batch: _Batch, info: StepInfo, state: StepState, generator):
         """Ask the strategy and the guide, in the order the strategy needs."""

@@ -138,6 +138,8 @@ class GenerationResult:
         trace: one ``StepRecord`` per step.
         seconds: wall-clock of the whole generation.
         num_batches: how many batches the samples were generated in.
+        steps_used: mean over samples of the denoising steps each used (the configured
+            count, except for adaptive guides: APD's rounds, speculative decoding's windows).
     """
 
     tokens: Tensor
@@ -145,6 +147,7 @@ class GenerationResult:
     trace: list[StepRecord] = field(default_factory=list)
     seconds: float = 0.0
     num_batches: int = 1
+    steps_used: float | None = None
 
     def to(self, device: torch.device | str) -> GenerationResult:
         self.tokens = self.tokens.to(device)
