@@ -107,7 +107,8 @@ class Session:
         try:
             return Coordinator(*parts, temperature=self.cfg.temperature, top_p=self.cfg.top_p)
         except ValueError as err:
-            raise ConfigError(f"guide={self.name_of('guide')} with denoiser="
+            raise ConfigError(f"guide={self.name_of('guide')} with strategy="
+                              f"{self.name_of('strategy')}, denoiser="
                               f"{self.name_of('denoiser')}: {err}") from err
 
     @cached_property

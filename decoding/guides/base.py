@@ -17,6 +17,12 @@ class Guide(Protocol):
     (vocabulary mismatch, no causal mode...). ``propose`` must return values for at least the
     requested positions and use only ``generator`` for randomness. An optional
     ``start(x)`` hook is called with the initial (B, L) tokens at the start of every batch.
+
+    Optional hooks for samplers whose outer loop is not the step grid:
+    ``check_strategy(strategy)`` raises ValueError, when the Coordinator is built, for a
+    strategy the algorithm cannot use; ``run(loop, x)`` takes over each batch's loop and
+    returns (tokens (B, L), steps used per row (B,)), calling the models only through the
+    ``decoding.loop.BatchLoop`` handle so that every forward is counted.
     """
 
     def check(self, denoiser) -> None: ...
