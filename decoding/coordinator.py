@@ -157,7 +157,7 @@ class Coordinator:
             rec.ess = total / count if count else None
         return GenerationResult(tokens=torch.cat(out), nfe=nfe, trace=trace,
                                 seconds=time.perf_counter() - t0, num_batches=len(starts),
-                                steps_used=float(torch.cat(rounds).mean()))
+                                steps_per_sample=torch.cat(rounds))
 
     def _new_batch(self, x: Tensor) -> _Batch:
         return _Batch(self, x)
