@@ -13,9 +13,11 @@ Suites:
 * ``oracle``: an HMM language (``models.HMM``) as denoiser, AR model and judge: exact gen NLL
   against the true entropy rate, and TV to the true joint.
 
-A method is ``<guide>/<strategy>``: guides none, edlm<K> (K = 2, 4, 8), dcd, dcd_is4; strategies
-ancestral, margin, remdm, and left_to_right (dcd only: DCD's autoregressive variant; dcd with
-ancestral is the chunked variant). Every method draws the same number of samples per point from
+A method is ``<guide>/<strategy>``: guides none, edlm<K> (K = 2, 4, 8), dcd, dcd_is4, spec4
+(speculative decoding, γ = 4; steps = drafting passes per window), apd (R = 0.5, M = 8; steps
+= most rounds), smc4 (4 particles); strategies ancestral, margin, remdm, and left_to_right
+(DCD's autoregressive variant, and the only one spec and apd accept; dcd with ancestral is the
+chunked variant). Every method draws the same number of samples per point from
 a generator seeded by (seed, steps) only, so methods share random numbers at each step count.
 In the default suite, the costlier methods stop at a step cap (``CAPS``; ``--all-steps`` lifts
 it). Writes ``frontier.csv`` (after every point), ``frontier.md`` and ``frontier_<suite>.png``
@@ -49,6 +51,7 @@ from frontier_report import (  # noqa: E402
 
 from copula import CopulaGuide, CopulaISGuide  # noqa: E402
 from decoding import Coordinator  # noqa: E402
+from decoding.guides import APDGuide, SMCGuide, SpeculativeGuide  # noqa: E402
 from decoding.strategies import Ancestral, Confidence, LeftToRight, ReMDM  # noqa: E402
 from edlm.guide import EnergyGuide  # noqa: E402
 from experiments.metrics import Evaluator, judge_nll, to_judge_ids, trim  # noqa: E402
@@ -57,7 +60,10 @@ STRATEGIES = {"ancestral": Ancestral, "margin": lambda: Confidence("margin"),
               "remdm": lambda: ReMDM("cap", eta=0.04), "left_to_right": LeftToRight}
 GUIDES = {"none": lambda ar, k: None, "edlm": lambda ar, k: EnergyGuide(ar, num_candidates=k),
           "dcd": lambda ar, k: CopulaGuide(ar),
-          "dcd_is": lambda ar, k: CopulaISGuide(ar, num_candidates=k)}
+          "dcd_is": lambda ar, k: CopulaISGuide(ar, num_candidates=k),
+          "spec": lambda ar, k: SpeculativeGuide(ar, draft_length=k),
+          "apd": lambda ar, k: APDGuide(ar, mixture_weight=0.5, lookahead=8),
+          "smc": lambda ar, k: SMCGuide(ar, num_particles=k)}
 # (guide, K, strategy, largest step count in the default suite; None: every step count)
 CAPS = [("none", None, "ancestral", None), ("none", None, "margin", 32),
         ("none", None, "remdm", 32),
@@ -66,7 +72,9 @@ CAPS = [("none", None, "ancestral", None), ("none", None, "margin", 32),
         ("edlm", 2, "remdm", 8), ("edlm", 4, "remdm", 8), ("edlm", 8, "remdm", 4),
         ("dcd", None, "left_to_right", 16), ("dcd", None, "ancestral", 16),
         ("dcd", None, "margin", 8), ("dcd", None, "remdm", 8),
-        ("dcd_is", 4, "ancestral", 8), ("dcd_is", 4, "margin", 4), ("dcd_is", 4, "remdm", 4)]
+        ("dcd_is", 4, "ancestral", 8), ("dcd_is", 4, "margin", 4), ("dcd_is", 4, "remdm", 4),
+        ("spec", 4, "left_to_right", 2), ("apd", None, "left_to_right", 16),
+        ("smc", 4, "ancestral", 4)]
 
 
 @dataclass
@@ -152,6 +160,7 @@ def run_method(suite: Suite, method: Method, steps: int, seed: int) -> dict:
             "seconds": res.seconds, "cpu_seconds": cpu, "nfe_denoiser": res.nfe["denoiser"],
             "nfe_ar": res.nfe["ar_forwards"],
             "ar_tokens": res.nfe["ar_tokens"] / suite.num_samples,
+            "tokens_per_step": suite.length / res.steps_used,
             "ess": sum(ess) / len(ess) if ess else None}
 
 
