@@ -44,21 +44,25 @@ class _Batch:
         self.c = coordinator
         self.free = x == coordinator.mask_id
         self.forwards = 0
-        self._memo: dict[bool, tuple[Tensor, float, Tensor]] = {}
+        self._memo: dict[bool, tuple[Tensor, Tensor, Tensor]] = {}
 
-    def log_probs(self, x: Tensor, t: float, causal: bool = False) -> Tensor:
+    def log_probs(self, x: Tensor, t: float | Tensor, causal: bool = False) -> Tensor:
+        """``t``: one time for the batch, or (B,) per row."""
+        if isinstance(t, Tensor):
+            t_vec = t.to(device=x.device, dtype=torch.float32)
+        else:
+            t_vec = torch.full((x.shape[0],), t, dtype=torch.float32, device=x.device)
         memo = self._memo.get(causal)
         if memo is not None and torch.equal(memo[0], x) and (
-            memo[1] == t or not self.c.time_conditioned
+            torch.equal(memo[1], t_vec) or not self.c.time_conditioned
         ):
             return memo[2]
-        t_vec = torch.full((x.shape[0],), t, dtype=torch.float32, device=x.device)
         lp = self.c.denoiser.log_probs(x, t_vec, causal=causal)
         expected = (*x.shape, self.c.vocab_size)
         if tuple(lp.shape) != expected:
             raise ValueError(f"denoiser returned shape {tuple(lp.shape)}, expected {expected}")
         self.forwards += 1
-        self._memo[causal] = (x.clone(), t, lp)
+        self._memo[causal] = (x.clone(), t_vec, lp)
         return lp
 
 

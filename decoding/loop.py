@@ -49,8 +49,9 @@ class BatchLoop:
         self.batch.free = free
 
     # ----- model calls ------------------------------------------------------------------
-    def marginals(self, x: Tensor, t: float, index: int | None = None) -> Marginals:
-        """The denoiser's marginals for (B', L) ``x`` at time t, transforms applied
+    def marginals(self, x: Tensor, t: float | Tensor, index: int | None = None) -> Marginals:
+        """The denoiser's marginals for (B', L) ``x`` at time t (one, or (B',) per row),
+        transforms applied
         (one counted forward, none when x is unchanged); ``index``: the trace entry."""
         before = self.batch.forwards
         out = Marginals(self.batch.log_probs(x, t), self.c.temperature, self.c.top_p)

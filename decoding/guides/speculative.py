@@ -40,9 +40,9 @@ def require_left_to_right(guide, strategy) -> None:
                          f"strategy=left_to_right (LeftToRight), got {type(strategy).__name__}")
 
 
-def window_time(x, mask_id: int) -> float:
-    """The noise level a pass sees: the masked fraction of the rows (1 = all masked)."""
-    return float((x == mask_id).double().mean().clamp(min=1e-3))
+def window_time(x, mask_id: int) -> torch.Tensor:
+    """(B,) the noise level each row's pass sees: its masked fraction (1 = all masked)."""
+    return (x == mask_id).float().mean(dim=1).clamp(min=1e-3)
 
 
 class SpeculativeGuide:
