@@ -122,3 +122,17 @@ def test_bad_settings_are_refused(kwargs):
     for bad in (dict(num_particles=0), dict(ess_threshold=2.0), dict(resampling="x")):
         with pytest.raises(ValueError):
             SMCGuide(HMMAutoregressive(TARGET), **bad)
+
+
+def test_smc_infill_reaches_the_true_conditional():
+    shift = HMM.shift(vocab_size=4, length=5)
+    m = shift.mask_id
+    prompt = torch.tensor([1, m, m, m, 0])
+    floor = shift.tv_noise_floor(N, prompt=prompt)
+    tvs = []
+    for k in (1, 64):
+        res = Coordinator(HMMDenoiser(shift), Ancestral(mode="exact"),
+                          SMCGuide(HMMAutoregressive(shift), num_particles=k)).generate(
+            N, 5, 1, prompt=prompt, generator=torch.Generator().manual_seed(0))
+        tvs.append(shift.tv(res.tokens, prompt=prompt))
+    assert tvs[0] > floor + 0.2 and tvs[1] < floor + 0.015, (tvs, floor)
