@@ -4,6 +4,8 @@ TV is measured between the empirical law of N samples and the true joint; the no
 the TV of N exact draws.
 """
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -136,3 +138,22 @@ def test_smc_infill_reaches_the_true_conditional():
             N, 5, 1, prompt=prompt, generator=torch.Generator().manual_seed(0))
         tvs.append(shift.tv(res.tokens, prompt=prompt))
     assert tvs[0] > floor + 0.2 and tvs[1] < floor + 0.015, (tvs, floor)
+
+
+def test_metrics_keep_num_steps_and_report_what_adaptive_guides_used(tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    import experiments.run as runner
+
+    conf = str(Path(__file__).resolve().parent.parent / "conf")
+    with initialize_config_dir(config_dir=conf, version_base="1.3"):
+        cfg = compose("run", overrides=["experiment=hmm_oracle", "num_samples=12",
+                                        "batch_size=4", "steps=[2,64]", "guide=apd",
+                                        "strategy=left_to_right", "guide.lookahead=1"])
+    metrics = runner.run(cfg, tmp_path, {"guide": "apd", "strategy": "left_to_right"})
+    assert [m["num_steps"] for m in metrics] == [2, 64]
+    capped, free = metrics
+    assert capped["steps_used"] <= 2 and capped["nfe_denoiser"] <= 2
+    assert capped["tokens_per_step"] == pytest.approx(cfg.length / capped["steps_used"])
+    assert 1 <= free["tokens_per_step"] <= 2 < capped["tokens_per_step"]  # M = 1: 1-2 a round
+    assert free["nfe_ar"] >= free["steps_used"]
