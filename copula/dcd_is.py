@@ -41,6 +41,10 @@ class CopulaISGuide(CopulaGuide):
         super().__init__(ar, beta)
         self.num_candidates, self.resampling = num_candidates, resampling
 
+    def needed_rows(self, masked: torch.Tensor, request: torch.Tensor, info) -> torch.Tensor:
+        """Every masked position: each candidate is a full draft."""
+        return masked
+
     def propose(self, ctx: GuideContext, generator: torch.Generator) -> Draft:
         B, L = ctx.x.shape
         k = self.num_candidates

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from decoding.sampling import inverse_cdf
+from decoding.sampling import Rows, inverse_cdf
 from decoding.types import GuideContext
 
 LOG_FLOOR = -69.0  # log(1e-30): a causal log-prob of -inf must not turn V into +inf
@@ -93,7 +93,10 @@ class CopulaDrafter:
         tokens = x.clone()
         log_r = torch.zeros(B * k, dtype=torch.float64, device=x.device)
         log_ar = torch.zeros_like(log_r)
-        causal = ctx.causal_log_probs() if masked[:, p:end].any() else None
+        causal = None
+        if masked[:, p:end].any():
+            causal = (ctx.causal_rows() if ctx.causal_rows is not None
+                      else Rows(ctx.causal_log_probs()))
 
         def flush(a: int, b: int) -> None:
             """Feed positions a..b-1 (scoring them under the AR model); nxt -> dist at b."""
@@ -120,7 +123,7 @@ class CopulaDrafter:
             where = torch.zeros_like(ctx.masked)
             where[:, i] = base
             bi = ctx.marginals.rows(where)
-            ca = causal[base, i].to(torch.float64).clamp_min(LOG_FLOOR)
+            ca = causal[where].to(torch.float64).clamp_min(LOG_FLOOR)
             tilt = bi - ca
             if rep is not None:
                 tilt = tilt.repeat_interleave(k, dim=0)

@@ -16,8 +16,14 @@ from tqdm.auto import tqdm
 
 from decoding.guides.independent import Independent
 from decoding.loop import BatchLoop
-from decoding.sampling import Marginals, check_transforms
-from decoding.schedules import LogLinear, Schedule
+from decoding.sampling import Marginals, Rows, check_transforms
+from decoding.schedules import (
+    LogLinear,
+    Schedule,
+    check_pairing,
+    denoiser_time,
+    training_schedule,
+)
 from decoding.strategies.base import Strategy
 from decoding.types import (
     Draft,
@@ -44,26 +50,53 @@ class _Batch:
         self.c = coordinator
         self.free = x == coordinator.mask_id
         self.forwards = 0
-        self._memo: dict[bool, tuple[Tensor, Tensor, Tensor]] = {}
+        self._memo: dict[bool, tuple[Tensor, float, Rows]] = {}
 
-    def log_probs(self, x: Tensor, t: float | Tensor, causal: bool = False) -> Tensor:
-        """``t``: one time for the batch, or (B,) per row."""
+    def log_probs(self, x: Tensor, t: float, causal: bool = False) -> Tensor:
+        """Every row: (B, L, V)."""
+        return self.rows(x, t, causal).data
+
+    def rows(self, x: Tensor, t: float | Tensor, causal: bool = False,
+             need: Tensor | None = None) -> Rows:
+        """The rows at ``need`` (B, L) bool (None: all), packed when the denoiser can.
+        ``t``: the sampler's time, one for the batch or (B,) per row."""
+        if not self.c.rows_only:
+            need = None
         if isinstance(t, Tensor):
-            t_vec = t.to(device=x.device, dtype=torch.float32)
-        else:
-            t_vec = torch.full((x.shape[0],), t, dtype=torch.float32, device=x.device)
+            t = tuple(t.tolist())
         memo = self._memo.get(causal)
-        if memo is not None and torch.equal(memo[0], x) and (
-            torch.equal(memo[1], t_vec) or not self.c.time_conditioned
-        ):
-            return memo[2]
-        lp = self.c.denoiser.log_probs(x, t_vec, causal=causal)
-        expected = (*x.shape, self.c.vocab_size)
-        if tuple(lp.shape) != expected:
-            raise ValueError(f"denoiser returned shape {tuple(lp.shape)}, expected {expected}")
+        if memo is not None and (memo[1] == t or not self.c.time_conditioned):
+            same = (memo[0] == x).all()
+            if memo[2].rows is not None:
+                same &= need is not None and not_any(need & ~memo[2].rows)
+            if same.item():  # one read per call: skipping a forward needs to know
+                return memo[2]
+        if isinstance(t, tuple):
+            t_vec = torch.tensor([self.c.denoiser_time(v) for v in t], dtype=torch.float32,
+                                 device=x.device)
+        else:
+            t_vec = torch.full((x.shape[0],), self.c.denoiser_time(t), dtype=torch.float32,
+                               device=x.device)
+        if need is None:
+            lp = self.c.denoiser.log_probs(x, t_vec, causal=causal)
+            expected = (*x.shape, self.c.vocab_size)
+            if tuple(lp.shape) != expected:
+                raise ValueError(f"denoiser returned shape {tuple(lp.shape)}, expected {expected}")
+        else:
+            lp = self.c.denoiser.log_probs(x, t_vec, causal=causal, rows=need)
+            if lp.dim() != 2 or lp.shape[-1] != self.c.vocab_size:
+                raise ValueError(f"denoiser returned shape {tuple(lp.shape)} for packed rows, "
+                                 f"expected (n, {self.c.vocab_size})")
+            torch._assert_async(need.sum() == lp.shape[0], "denoiser returned a wrong row count")
         self.forwards += 1
-        self._memo[causal] = (x.clone(), t_vec, lp)
-        return lp
+        out = Rows(lp, need)
+        self._memo[causal] = (x.clone(), t, out)
+        return out
+
+
+def not_any(mask: Tensor) -> Tensor:
+    """A 0-dim bool tensor, True when ``mask`` holds no True (no host read)."""
+    return ~mask.any()
 
 
 class Coordinator:
@@ -73,12 +106,16 @@ class Coordinator:
         denoiser: satisfies ``decoding.protocols.Denoiser``.
         strategy: a ``decoding.strategies`` object (which positions to commit).
         guide: which values to propose (default ``Independent``: the plain parallel step).
-        schedule: noise schedule (default log-linear, as SEDD/MDLM).
+        schedule: noise schedule of the sampler (default log-linear, as SEDD/MDLM). The
+            denoiser is called at its own time with the same alpha (see
+            ``decoding.schedules.denoiser_time``); a pairing that cannot be mapped is refused.
         temperature, top_p: transforms of the marginals before any draw (nucleus as ReMDM).
+        rows_only: ask a denoiser that ``supports_rows`` for the rows each step needs only
+            (the same tokens either way; False computes every row, for comparisons).
     """
 
     def __init__(self, denoiser, strategy: Strategy, guide=None, schedule: Schedule | None = None,
-                 temperature: float = 1.0, top_p: float = 1.0):
+                 temperature: float = 1.0, top_p: float = 1.0, rows_only: bool = True):
         for attr in ("vocab_size", "mask_id", "log_probs"):
             if not hasattr(denoiser, attr):
                 raise TypeError(f"denoiser lacks `{attr}` (see decoding.protocols.Denoiser)")
@@ -92,9 +129,17 @@ class Coordinator:
         self.temperature, self.top_p = temperature, top_p
         self.vocab_size, self.mask_id = denoiser.vocab_size, denoiser.mask_id
         self.time_conditioned = bool(getattr(denoiser, "time_conditioned", True))
+        self.rows_only = bool(rows_only and getattr(denoiser, "supports_rows", False))
+        self.training_schedule = training_schedule(denoiser)
+        check_pairing(self.schedule, self.training_schedule)
         self.guide.check(denoiser)
         if hasattr(self.guide, "check_strategy"):  # guides that accept only some strategies
             self.guide.check_strategy(strategy)
+
+    def denoiser_time(self, t: float) -> float:
+        """The time the denoiser is called at for the sampler's time t (t itself when the
+        sampler uses the denoiser's own schedule)."""
+        return denoiser_time(t, self.schedule, self.training_schedule)
 
     def _prompt(self, prompt: Tensor | None, n: int, length: int) -> Tensor:
         if prompt is None:
@@ -193,23 +238,41 @@ class Coordinator:
         """Ask the strategy and the guide, in the order the strategy needs."""
         if self.strategy.needs_draft:
             region = self.strategy.draft_region(info, state)
-            state.marginals = self._marginals(batch, state.x, info)
-            draft = self._propose(batch, info, state, region, generator)
+            need = self._needed_rows(state, region, info, strategy_rows=region)
+            state.marginals = self._marginals(batch, state.x, info, need)
+            draft = self._propose(batch, info, state, region, generator, need)
             state.draft, state.draft_log_q = draft.tokens, draft.log_q
             return self.strategy.select(info, state, generator), draft
         sel = self.strategy.select(info, state, generator)
-        if not sel.reveal.any():
+        if not sel.reveal.any():  # a host read, needed to skip the forward
             return sel, None
-        state.marginals = self._marginals(batch, state.x, info)
-        return sel, self._propose(batch, info, state, sel.reveal, generator)
+        need = self._needed_rows(state, sel.reveal, info)
+        state.marginals = self._marginals(batch, state.x, info, need)
+        return sel, self._propose(batch, info, state, sel.reveal, generator, need)
 
-    def _marginals(self, batch: _Batch, x: Tensor, info: StepInfo) -> Marginals:
-        return Marginals(batch.log_probs(x, info.t), self.temperature, self.top_p)
+    def _needed_rows(self, state: StepState, request: Tensor, info: StepInfo,
+                     strategy_rows: Tensor | None = None) -> Tensor | None:
+        """(B, L) bool rows the guide (and a value-dependent strategy) will read; None: all.
 
-    def _propose(self, batch, info, state, request, generator) -> Draft:
+        A guide without ``needed_rows`` gets every row.
+        """
+        ask = getattr(self.guide, "needed_rows", None)
+        if not self.rows_only or ask is None:
+            return None
+        need = ask(state.masked, request, info)
+        if need is None:
+            return None
+        return need if strategy_rows is None else need | strategy_rows
+
+    def _marginals(self, batch: _Batch, x: Tensor, info: StepInfo,
+                   need: Tensor | None = None) -> Marginals:
+        return Marginals(batch.rows(x, info.t, need=need), self.temperature, self.top_p)
+
+    def _propose(self, batch, info, state, request, generator, need=None) -> Draft:
         ctx = GuideContext(x=state.x, masked=state.masked, request=request,
                            marginals=state.marginals, info=info,
-                           causal_log_probs=lambda: batch.log_probs(state.x, info.t, causal=True))
+                           causal_log_probs=lambda: batch.log_probs(state.x, info.t, causal=True),
+                           causal_rows=lambda: batch.rows(state.x, info.t, True, need))
         draft = self.guide.propose(ctx, generator)
         values = draft.tokens[request]
         if ((values < 0) | (values >= self.vocab_size)).any():

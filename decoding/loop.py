@@ -49,15 +49,23 @@ class BatchLoop:
         self.batch.free = free
 
     # ----- model calls ------------------------------------------------------------------
-    def marginals(self, x: Tensor, t: float | Tensor, index: int | None = None) -> Marginals:
-        """The denoiser's marginals for (B', L) ``x`` at time t (one, or (B',) per row),
-        transforms applied
-        (one counted forward, none when x is unchanged); ``index``: the trace entry."""
+    def marginals(self, x: Tensor, t: float | Tensor, index: int | None = None,
+                  need: Tensor | None = None) -> Marginals:
+        """The denoiser's marginals for (B', L) ``x`` at the sampler's time t (one, or (B',)
+        per row), transforms applied: one counted forward, none when x is unchanged.
+        ``index``: the trace entry; ``need`` (B', L) bool: the rows that will be read (a
+        denoiser that supports it computes only those)."""
         before = self.batch.forwards
-        out = Marginals(self.batch.log_probs(x, t), self.c.temperature, self.c.top_p)
+        out = Marginals(self.batch.rows(x, t, need=need), self.c.temperature, self.c.top_p)
         if index is not None:
             self.trace[index].denoiser_forwards += self.batch.forwards - before
         return out
+
+    def row_times(self, x: Tensor) -> Tensor:
+        """(B',) the sampler time at which each row's masked fraction is expected: alpha(t)
+        = its unmasked fraction (rows advance at their own pace in the adaptive loops)."""
+        frac = (x == self.mask_id).double().mean(dim=1).clamp(min=1e-3)
+        return self.c.schedule.time_at(1.0 - frac)
 
     def count_ar(self, forwards: int, tokens: int) -> None:
         """Report AR calls made by the guide: forward calls and token positions processed."""

@@ -26,7 +26,20 @@ class Denoiser(Protocol):
         vocab_size: V, the number of real tokens.
         mask_id: the id of the MASK state (outside ``0..V-1``).
         supports_causal: whether ``log_probs(..., causal=True)`` is available.
+        supports_rows: optional (default False); whether ``log_probs`` takes ``rows``.
         max_length: longest sequence the model accepts (``None``: unbounded).
+
+    Rows-only output: most of a step's rows are never read (an ancestral step out of 64
+    reveals about 1/64 of them), and the (B, L, V) output head dominates the memory and the
+    element-wise work of a call. A denoiser with ``supports_rows = True`` accepts
+    ``rows``, a (B, L) bool mask, and returns only those rows, *packed*: (n, V) for the n True
+    entries in row-major order (``decoding.sampling.Rows`` reads them by position). The
+    Coordinator builds the mask from what the step will read: the positions a
+    value-independent strategy reveals, a value-dependent strategy's draft region, and what
+    the guide declares with ``needed_rows`` (EDLM: every masked position; DCD: the masked
+    positions it drafts, for the causal call too). A denoiser without the attribute gets
+    ``log_probs(x, t, causal)`` and returns every row, as before; the tokens drawn are the
+    same either way.
     """
 
     vocab_size: int
@@ -41,9 +54,11 @@ class Denoiser(Protocol):
             t: (B,) float diffusion time.
             causal: if True, position i may only look at ``x[:, :i]`` (prefix-only context,
                 as DCD needs: log p(x0_i | x_t^{<i})).
+            rows: (only with ``supports_rows``) optional (B, L) bool, keyword argument.
 
         Returns:
-            (B, L, V) float log p(x0_i = v | x). Rows at unmasked positions are unused.
+            (B, L, V) float log p(x0_i = v | x); with ``rows``, (n, V) for its True entries
+            in row-major order. Rows at unmasked positions are unused.
         """
         ...
 

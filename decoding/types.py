@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from decoding.sampling import Marginals
+from decoding.sampling import Marginals, Rows
 from decoding.schedules import Schedule
 
 
@@ -84,6 +84,9 @@ class GuideContext:
         info: the step's place on the time grid.
         causal_log_probs: call to get the denoiser's prefix-only log-probs (B, L, V) for the
             current x (computed once, on demand, and counted by the Coordinator).
+        causal_rows: the same as a ``Rows``, computed only for the rows the guide declared
+            with ``needed_rows`` (every row when it declared none); index it with a (B, L)
+            bool mask.
     """
 
     x: Tensor
@@ -92,6 +95,7 @@ class GuideContext:
     marginals: Marginals
     info: StepInfo
     causal_log_probs: Callable[[], Tensor]
+    causal_rows: Callable[[], Rows] | None = None
 
 
 @dataclass

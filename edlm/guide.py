@@ -65,6 +65,10 @@ class EnergyGuide:
     def active(self, t: float) -> bool:
         return self.num_candidates > 1 and self.window[0] <= t <= self.window[1]
 
+    def needed_rows(self, masked: torch.Tensor, request: torch.Tensor, info) -> torch.Tensor:
+        """Inside the window every candidate fills all masked positions; outside, the request."""
+        return masked if self.active(info.t) else request
+
     def propose(self, ctx: GuideContext, generator: torch.Generator) -> Draft:
         if not self.active(ctx.info.t):
             return self._independent.propose(ctx, generator)

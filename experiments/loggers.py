@@ -4,7 +4,8 @@
 the user sets the mode (``logger.mode=online`` or ``WANDB_MODE``), metrics plotted against
 ``num_steps``, the config, a samples table, the data reference row in the summary, and one
 W&B group per sweep name so the runs of a multirun sit together. A resumed run reuses its
-W&B id (kept in the run directory).
+W&B id (kept in the run directory); a run that finished before ``logger=wandb`` was set gets
+its W&B run from the stored metrics when the same command is rerun with it.
 """
 
 from __future__ import annotations
@@ -16,6 +17,10 @@ from pathlib import Path
 
 class JsonlOnly:
     """No extra sink: ``metrics.jsonl`` and ``samples.jsonl`` are the record."""
+
+    def needs_replay(self, run_dir: Path) -> bool:
+        """Whether a finished run has never been sent to this sink."""
+        return False
 
     def start(self, run_dir: Path, config: dict, name: str) -> None:
         pass
@@ -53,6 +58,9 @@ class WandbLogger(JsonlOnly):
         self.group, self.tags, self.table_rows = group, list(tags), int(table_rows)
         self.run = None
         self._defined: set[str] = set()
+
+    def needs_replay(self, run_dir: Path) -> bool:
+        return not (Path(run_dir) / "wandb_id.txt").exists()
 
     def start(self, run_dir: Path, config: dict, name: str) -> None:
         import wandb

@@ -48,7 +48,8 @@ class CheckpointError(ValueError):
     """A checkpoint whose tensors do not match the model it is loaded into."""
 
 
-def _dtype(value: Any) -> torch.dtype | None:
+def parse_dtype(value: Any) -> torch.dtype | None:
+    """None, a torch dtype, or its name (float32, bfloat16, float16) -> torch dtype or None."""
     if value is None or isinstance(value, torch.dtype):
         return value
     name = str(value).removeprefix("torch.")
@@ -195,7 +196,7 @@ def build_backbone(config: DDiTConfig, state: dict, source: str = "checkpoint",
     with torch.device("meta"):
         model = DDiT(config)
     model.load_state_dict(state, strict=True, assign=True)
-    dtype = _dtype(dtype)
+    dtype = parse_dtype(dtype)
     model = model.to(device=device, dtype=dtype)
     model.rotary_emb.inv_freq = model.rotary_emb.inv_freq.float()
     return model.eval()
@@ -278,7 +279,7 @@ def save_denoiser(denoiser: MDLMDenoiser | SEDDDenoiser, folder: str | os.PathLi
     kind = getattr(denoiser, "parameterization", "")
     if kind not in ("mdlm", "sedd"):
         raise TypeError(f"save_denoiser expects an MDLMDenoiser or SEDDDenoiser, got {denoiser!r}")
-    dtype = _dtype(dtype) or torch.float32
+    dtype = parse_dtype(dtype) or torch.float32
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     backbone: DDiT = denoiser.backbone

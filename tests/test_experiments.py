@@ -165,7 +165,7 @@ def test_judge_nll_is_the_exact_log_likelihood():
 
 
 def test_retokenize_through_text_when_judge_tokenizer_differs():
-    from models.tokenizer import train_tokenizer
+    from training.tokenizer import train_tokenizer
 
     text = "To be, or not to be, that is the question. " * 20
     a = train_tokenizer([text], total_ids=300)

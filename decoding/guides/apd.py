@@ -26,7 +26,7 @@ import time
 import torch
 
 from decoding.guides.prefix_ar import PrefixScorer, gather_rows
-from decoding.guides.speculative import require_left_to_right, window_time
+from decoding.guides.speculative import require_left_to_right
 from decoding.loop import BatchLoop, check_prefix_prompt, first_masked
 from decoding.protocols import check_vocabularies
 from decoding.sampling import inverse_cdf
@@ -117,7 +117,7 @@ class APDGuide:
         window = (pos >= p[:, None]) & (pos < end[:, None])
         stop = (end + 1).clamp(max=L)  # positions needing a target row: p .. end (if < L)
         rows_at = (pos >= p[:, None]) & (pos < stop[:, None])
-        marg = loop.marginals(x, window_time(x, loop.mask_id), index)
+        marg = loop.marginals(x, loop.row_times(x), index, need=rows_at)
         u = torch.rand(x.shape, dtype=torch.float64, device=dev, generator=loop.generator)
         q = marg.rows(rows_at)  # (n, V) row-major over rows_at
         in_window = window[rows_at]

@@ -17,6 +17,9 @@ class Guide(Protocol):
     (vocabulary mismatch, no causal mode...). ``propose`` must return values for at least the
     requested positions and use only ``generator`` for randomness. An optional
     ``start(x)`` hook is called with the initial (B, L) tokens at the start of every batch.
+    An optional ``needed_rows(masked, request, info) -> (B, L) bool`` declares the positions
+    whose marginals (and causal rows) ``propose`` will read this step; the Coordinator then
+    asks a denoiser that supports it for those rows only. Without it every row is computed.
 
     Optional hooks for samplers whose outer loop is not the step grid:
     ``check_strategy(strategy)`` raises ValueError, when the Coordinator is built, for a

@@ -80,6 +80,9 @@ class SMCGuide:
                              f"commits; {type(strategy).__name__}({type(inner).__name__}) {why}. "
                              "Use strategy=ancestral, left_to_right or blocks over them")
 
+    def needed_rows(self, masked, request, info):
+        return self._independent.needed_rows(masked, request, info)
+
     def propose(self, ctx, generator):
         """Each particle's values: the factorised draft (its log q enters the weight)."""
         return self._independent.propose(ctx, generator)

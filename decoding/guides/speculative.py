@@ -40,11 +40,6 @@ def require_left_to_right(guide, strategy) -> None:
                          f"strategy=left_to_right (LeftToRight), got {type(strategy).__name__}")
 
 
-def window_time(x, mask_id: int) -> torch.Tensor:
-    """(B,) the noise level each row's pass sees: its masked fraction (1 = all masked)."""
-    return (x == mask_id).float().mean(dim=1).clamp(min=1e-3)
-
-
 class SpeculativeGuide:
     """Draft γ tokens with the denoiser, verify them with the AR model.
 
@@ -111,7 +106,7 @@ class SpeculativeGuide:
             reveal = loop.strategy.select(info, state, loop.generator).reveal & masked
             if not reveal.any():
                 continue
-            marg = loop.marginals(draft, window_time(draft, loop.mask_id), info.index)
+            marg = loop.marginals(draft, loop.row_times(draft), info.index, need=reveal)
             tokens, lq = marg.sample(reveal, loop.generator)
             draft = torch.where(reveal, tokens[0], draft)
             log_q = torch.where(reveal, lq[0], log_q)
