@@ -17,7 +17,8 @@ and from one seeded generator per point:
 
 Quality is the judge's gen NLL per token with its standard error over samples (exact for the
 oracle); ``±`` is one standard error over samples. Prints a table, writes ``samplers.csv`` and
-``samplers.md`` under ``--out``.
+``samplers.md`` under ``--out``. Like ``frontier.py``, it needs the project importable
+(installed, or ``PYTHONPATH=.``).
 """
 
 from __future__ import annotations
@@ -25,23 +26,19 @@ from __future__ import annotations
 import argparse
 import csv
 import math
-import sys
 import time
 from pathlib import Path
 
 import torch
+from frontier import ORACLE, nll_se
+
+from decoding import Coordinator
+from decoding.guides import APDGuide, SpeculativeGuide
+from decoding.sampling import inverse_cdf
+from decoding.strategies import LeftToRight
+from experiments.metrics import Evaluator
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-from frontier import ORACLE, nll_se  # noqa: E402
-
-from decoding import Coordinator  # noqa: E402
-from decoding.guides import APDGuide, SpeculativeGuide  # noqa: E402
-from decoding.sampling import inverse_cdf  # noqa: E402
-from decoding.strategies import LeftToRight  # noqa: E402
-from experiments.metrics import Evaluator  # noqa: E402
 
 
 def mean_se(values: torch.Tensor) -> tuple[float, float]:

@@ -57,4 +57,4 @@ class CopulaGuide:
 
     def propose(self, ctx: GuideContext, generator: torch.Generator) -> Draft:
         out = self.drafter.draft(ctx, last_needed(ctx.request), generator)
-        return Draft(tokens=out.tokens, ar_forwards=out.ar_forwards, ar_tokens=out.ar_tokens)
+        return Draft(tokens=out.tokens)

@@ -53,5 +53,4 @@ class CopulaISGuide(CopulaGuide):
         choice = resample(weights, 1, generator, self.resampling)[:, 0]
         index = torch.arange(B, device=ctx.x.device) * k + choice
         self.drafter.keep(index)
-        return Draft(tokens=out.tokens[index], ess=effective_sample_size(weights),
-                     ar_forwards=out.ar_forwards, ar_tokens=out.ar_tokens)
+        return Draft(tokens=out.tokens[index], ess=effective_sample_size(weights))

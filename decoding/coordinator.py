@@ -3,7 +3,13 @@
 One step = (1) the denoiser's marginals, (2) a guide's joint draft of values, (3) a strategy's
 choice of positions to commit (and remask). When the strategy's choice does not depend on the
 values (ancestral, left-to-right, ReMDM), it is asked first, only the chosen positions are
-drafted, and a step that chooses nothing costs no forward at all.
+drafted, and a step that chooses nothing costs no forward at all. When it chooses by the
+denoiser's score mass (SEDD's analytic and Euler steps), the denoiser runs first, then the
+strategy chooses, then only the chosen positions are drafted.
+
+The denoiser is called at its own training schedule's time with the sampler's alpha
+(``decoding.schedules.denoiser_time``), and a guide's AR calls go through a counting handle
+(``decoding.counting``): both are owned here, not by the models or the guides.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from decoding.counting import CountingAR
 from decoding.guides.independent import Independent
 from decoding.loop import BatchLoop
 from decoding.sampling import Marginals, Rows, check_transforms
@@ -51,6 +58,7 @@ class _Batch:
         self.free = x == coordinator.mask_id
         self.forwards = 0
         self._memo: dict[bool, tuple[Tensor, float, Rows]] = {}
+        self.log_mass: Tensor | None = None  # (B, L), of the last bidirectional call
 
     def log_probs(self, x: Tensor, t: float, causal: bool = False) -> Tensor:
         """Every row: (B, L, V)."""
@@ -60,12 +68,15 @@ class _Batch:
              need: Tensor | None = None) -> Rows:
         """The rows at ``need`` (B, L) bool (None: all), packed when the denoiser can.
         ``t``: the sampler's time, one for the batch or (B,) per row."""
-        if not self.c.rows_only:
-            need = None
         if isinstance(t, Tensor):
             t = tuple(t.tolist())
+        # A strategy that reveals by the score mass gets every row and the mass in one call;
+        # the mass depends on t even where the marginals do not.
+        with_mass = self.c.strategy.needs_mass and not causal
+        if not self.c.rows_only or with_mass:
+            need = None
         memo = self._memo.get(causal)
-        if memo is not None and (memo[1] == t or not self.c.time_conditioned):
+        if memo is not None and (memo[1] == t or not (self.c.time_conditioned or with_mass)):
             same = (memo[0] == x).all()
             if memo[2].rows is not None:
                 same &= need is not None and not_any(need & ~memo[2].rows)
@@ -78,7 +89,13 @@ class _Batch:
             t_vec = torch.full((x.shape[0],), self.c.denoiser_time(t), dtype=torch.float32,
                                device=x.device)
         if need is None:
-            lp = self.c.denoiser.log_probs(x, t_vec, causal=causal)
+            if with_mass:
+                lp, self.log_mass = self.c.denoiser.log_probs_with_mass(x, t_vec)
+                if tuple(self.log_mass.shape) != tuple(x.shape):
+                    raise ValueError(f"denoiser returned a score mass of shape "
+                                     f"{tuple(self.log_mass.shape)}, expected {tuple(x.shape)}")
+            else:
+                lp = self.c.denoiser.log_probs(x, t_vec, causal=causal)
             expected = (*x.shape, self.c.vocab_size)
             if tuple(lp.shape) != expected:
                 raise ValueError(f"denoiser returned shape {tuple(lp.shape)}, expected {expected}")
@@ -132,7 +149,14 @@ class Coordinator:
         self.rows_only = bool(rows_only and getattr(denoiser, "supports_rows", False))
         self.training_schedule = training_schedule(denoiser)
         check_pairing(self.schedule, self.training_schedule)
+        if strategy.needs_mass and not hasattr(denoiser, "log_probs_with_mass"):
+            raise ValueError(f"{type(strategy).__name__} reveals by the denoiser's score mass, "
+                             f"which {type(denoiser).__name__} does not provide (it has no "
+                             "`log_probs_with_mass`, see decoding.protocols.Denoiser); use an "
+                             "MDLM-style strategy such as Ancestral")
         self.guide.check(denoiser)
+        ar = getattr(self.guide, "ar", None)
+        self.ar = None if ar is None else CountingAR(ar)
         if hasattr(self.guide, "check_strategy"):  # guides that accept only some strategies
             self.guide.check_strategy(strategy)
 
@@ -185,15 +209,17 @@ class Coordinator:
             generator = torch.Generator(device).manual_seed(int(torch.randint(2**62, ()).item()))
         if generator.device.type != device.type:
             raise ValueError(f"generator is on {generator.device}, the denoiser on {device}")
-        times = self.schedule.times(steps)
-        infos = [StepInfo(j, steps, times[j], times[j + 1], self.schedule) for j in range(steps)]
+        times = self.strategy.times(self.schedule, steps)
+        n_steps = len(times) - 1
+        infos = [StepInfo(j, n_steps, times[j], times[j + 1], self.schedule)
+                 for j in range(n_steps)]
         trace = [StepRecord(i.index, i.t, i.s) for i in infos]
         ess_sums = [[0.0, 0] for _ in infos]
         nfe = {"denoiser": 0, "ar_forwards": 0, "ar_tokens": 0}
         bs = batch_size or num_samples
         starts = range(0, num_samples, bs)
         out, rounds = [], []
-        bar = tqdm(total=len(starts) * steps, disable=not progress, desc="denoising")
+        bar = tqdm(total=len(starts) * n_steps, disable=not progress, desc="denoising")
         t0 = time.perf_counter()
         with torch.inference_mode():
             for start in starts:
@@ -213,8 +239,9 @@ class Coordinator:
 
     def _run(self, x, infos, generator, trace, ess_sums, nfe, bar) -> tuple[Tensor, Tensor]:
         """One batch; returns its tokens and the denoising steps (rounds) each row used."""
-        loop = BatchLoop(self, x, infos, generator, trace, ess_sums, nfe, bar)
+        loop = BatchLoop(self, x, infos, generator, trace, ess_sums, bar)
         free, clamped = loop.free, x.clone()
+        ar_before = self.ar.counts() if self.ar is not None else (0, 0)
         if hasattr(self.guide, "start"):
             self.guide.start(x)
         if hasattr(self.guide, "run"):  # a guide that owns the outer loop (see decoding.loop)
@@ -227,6 +254,10 @@ class Coordinator:
                 bar.update(1)
             rounds = torch.full((x.shape[0],), float(len(infos)))
         nfe["denoiser"] += loop.total_forwards()
+        if self.ar is not None:
+            forwards, tokens = self.ar.counts()
+            nfe["ar_forwards"] += forwards - ar_before[0]
+            nfe["ar_tokens"] += tokens - ar_before[1]
         if (x == self.mask_id).any():
             who = self.guide if hasattr(self.guide, "run") else self.strategy
             raise RuntimeError(f"{type(who).__name__} left masked positions after the last step")
@@ -243,11 +274,15 @@ class Coordinator:
             draft = self._propose(batch, info, state, region, generator, need)
             state.draft, state.draft_log_q = draft.tokens, draft.log_q
             return self.strategy.select(info, state, generator), draft
+        if self.strategy.needs_mass:
+            state.marginals = self._marginals(batch, state.x, info)
+            state.log_mass = batch.log_mass
         sel = self.strategy.select(info, state, generator)
         if not sel.reveal.any():  # a host read, needed to skip the forward
             return sel, None
         need = self._needed_rows(state, sel.reveal, info)
-        state.marginals = self._marginals(batch, state.x, info, need)
+        if state.marginals is None:
+            state.marginals = self._marginals(batch, state.x, info, need)
         return sel, self._propose(batch, info, state, sel.reveal, generator, need)
 
     def _needed_rows(self, state: StepState, request: Tensor, info: StepInfo,
@@ -272,7 +307,8 @@ class Coordinator:
         ctx = GuideContext(x=state.x, masked=state.masked, request=request,
                            marginals=state.marginals, info=info,
                            causal_log_probs=lambda: batch.log_probs(state.x, info.t, causal=True),
-                           causal_rows=lambda: batch.rows(state.x, info.t, True, need))
+                           causal_rows=lambda: batch.rows(state.x, info.t, True, need),
+                           ar=self.ar)
         draft = self.guide.propose(ctx, generator)
         values = draft.tokens[request]
         if ((values < 0) | (values >= self.vocab_size)).any():

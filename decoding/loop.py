@@ -4,8 +4,9 @@ The Coordinator runs the plain step grid through ``BatchLoop.step``. A guide wit
 different outer loop (speculative decoding, APD: windows committed left to right; SMC:
 particles resampled between steps) defines ``run(loop, x)`` and drives the batch itself,
 but only through this handle: every denoiser call goes through ``marginals`` or ``step``
-(counted, memoised), every AR call is reported with ``count_ar``, and the per-step trace is
-written with ``record``. So forward counts stay the Coordinator's, whatever the loop.
+(counted, memoised), every AR call through ``ar`` (the Coordinator's counting handle,
+``decoding.counting.CountingAR``), and the per-step trace is written with ``record``. So
+forward counts stay the Coordinator's, whatever the loop.
 """
 
 from __future__ import annotations
@@ -27,15 +28,17 @@ class BatchLoop:
         strategy: the Coordinator's strategy; generator: the caller's generator.
         mask_id, vocab_size: the denoiser's.
         free: (B, L) bool, the positions the batch generates (False: clamped).
+        ar: the guide's AR model behind the Coordinator's counting handle (None without one).
     """
 
     def __init__(self, coordinator, x: Tensor, infos: list[StepInfo], generator, trace,
-                 ess_sums, nfe: dict, bar):
+                 ess_sums, bar):
         self.c = coordinator
         self.infos, self.generator = infos, generator
         self.strategy = coordinator.strategy
         self.mask_id, self.vocab_size = coordinator.mask_id, coordinator.vocab_size
-        self.trace, self.ess_sums, self.nfe, self.bar = trace, ess_sums, nfe, bar
+        self.trace, self.ess_sums, self.bar = trace, ess_sums, bar
+        self.ar = coordinator.ar
         self.batch = coordinator._new_batch(x)
         self.free = self.batch.free
         self.forwards = 0
@@ -67,11 +70,6 @@ class BatchLoop:
         frac = (x == self.mask_id).double().mean(dim=1).clamp(min=1e-3)
         return self.c.schedule.time_at(1.0 - frac)
 
-    def count_ar(self, forwards: int, tokens: int) -> None:
-        """Report AR calls made by the guide: forward calls and token positions processed."""
-        self.nfe["ar_forwards"] += int(forwards)
-        self.nfe["ar_tokens"] += int(tokens)
-
     def record(self, index: int, revealed: int = 0, seconds: float = 0.0,
                ess: Tensor | None = None) -> None:
         """Add to the trace entry of step ``index``; ``ess`` (n,) per-sample values."""
@@ -101,10 +99,8 @@ class BatchLoop:
             state = StepState(x=x, masked=masked, free=self.batch.free, confidence=confidence)
             sel, draft = self.c._step(self.batch, info, state, self.generator)
             x, confidence = self.c._apply(x, masked, self.batch.free, confidence, sel, draft, rec)
-            if draft is not None:
-                self.count_ar(draft.ar_forwards, draft.ar_tokens)
-                if draft.ess is not None:
-                    self.record(info.index, ess=draft.ess)
+            if draft is not None and draft.ess is not None:
+                self.record(info.index, ess=draft.ess)
         rec.denoiser_forwards += self.batch.forwards - before
         rec.seconds += time.perf_counter() - t0
         return x, confidence, sel, draft

@@ -28,6 +28,15 @@ class Denoiser(Protocol):
         supports_causal: whether ``log_probs(..., causal=True)`` is available.
         supports_rows: optional (default False); whether ``log_probs`` takes ``rows``.
         max_length: longest sequence the model accepts (``None``: unbounded).
+        schedule: optional ``decoding.schedules.Schedule`` the model was trained with (default
+            log-linear, ε = 1e-3): ``t`` is a time of this schedule, and the engine maps its
+            own schedule's times to it.
+
+    Optional method ``log_probs_with_mass(x, t) -> (log_probs, log_mass)``: the (B, L, V)
+    marginals of ``log_probs`` and, from the same forward, the (B, L) log of the model's
+    concrete score's total mass over the real tokens, Σ_y s(x_t)_y (SEDD, Lou et al. 2024; the
+    true score's mass at a masked position is α_t/(1-α_t)). SEDD's own samplers
+    (``decoding.strategies.Analytic``, ``Euler``) reveal by it and need it.
 
     Rows-only output: most of a step's rows are never read (an ancestral step out of 64
     reveals about 1/64 of them), and the (B, L, V) output head dominates the memory and the
@@ -96,11 +105,6 @@ class ARModel(Protocol):
     def reorder(self, cache: Any, index: Tensor) -> None:
         """Replace the cache's batch rows by ``rows[index]``; ``index`` (B',) long."""
         ...
-
-
-def cache_length(cache: Any) -> int:
-    """Number of tokens fed into an AR cache (every cache carries a ``length`` attribute)."""
-    return int(cache.length)
 
 
 def check_vocabularies(denoiser: Denoiser, ar: ARModel) -> None:

@@ -39,7 +39,7 @@ def _clamp01(t):
 def loglinear_sigma(t, eps: float = EPS):
     """Total noise of the log-linear schedule, sigma(t) = -log(1 - (1 - eps) t)."""
     if isinstance(t, Tensor):
-        return -torch.log1p(-(1.0 - eps) * t.float())
+        return -torch.log1p(-(1.0 - eps) * (t if t.is_floating_point() else t.float()))
     return -math.log1p(-(1.0 - eps) * t)
 
 
@@ -59,6 +59,11 @@ class Schedule:
         if isinstance(a, Tensor):
             return -torch.log(a)
         return -math.log(a) if a > 0 else math.inf
+
+    def ideal_log_mass(self, t: Tensor) -> Tensor:
+        """log of alpha_t / (1 - alpha_t), (B,) -> (B,): the total mass over real tokens of the
+        true concrete score at a masked position (SEDD, Lou et al. 2024, absorbing graph)."""
+        return -torch.log(torch.expm1(self.sigma(t.double()))).float()
 
     def sigma_rate(self, t: float) -> float:
         """d sigma / dt at t (SEDD's Euler step uses it)."""

@@ -2,6 +2,7 @@
 
 Before Hydra parses the command line (``run_cli``):
 
+* ``experiments.commands.check_launchers``: a launcher plugin the config needs is installed.
 * ``check_overrides``: a key that no config or constructor has (``strategy.mdoe=exact``,
   with or without ``+``) is answered in one line with the closest valid key and the accepted
   keys, exit status 2 (Hydra alone suggests ``+strategy.mdoe=exact``, the wrong fix). Set
@@ -27,11 +28,12 @@ import time
 from dataclasses import fields
 from pathlib import Path
 
-from experiments.config import REPO_ROOT, ConfigError, RunConfig, _signature
+from experiments.commands import CONF_DIR, check_launchers
+from experiments.config import ConfigError, RunConfig, _signature
 from experiments.lock import watch_parent
 
 log = logging.getLogger("experiments")
-CONF = REPO_ROOT / "conf"
+CONF = Path(CONF_DIR)
 
 
 def _one_line(err: Exception) -> str:
@@ -48,6 +50,7 @@ def run_cli(main, config_name: str, argv: list[str] | None = None,
             args = quote_path_arg(args, path_key)
         if config_name == "run":
             check_overrides(args)
+        check_launchers(config_name, args)
         sys.argv = [sys.argv[0], *args]
         main()
     except ConfigError as err:

@@ -67,6 +67,7 @@ class RunConfig:
     dtype: str | None = None
     threads: int | None = None
     progress: bool = False
+    baselines: list[str] = field(default_factory=list)  # "ar", "judge": each model alone
 
 
 ConfigStore.instance().store(name="run_schema", node=RunConfig)

@@ -24,6 +24,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from experiments.cli import run_cli
+from experiments.commands import CONF_DIR
 from experiments.config import ConfigError, build
 from experiments.metrics import Evaluator
 from experiments.store import RunStore, atomic_write
@@ -85,7 +86,7 @@ def evaluate(cfg: DictConfig, choices: dict | None = None) -> dict[str, list[dic
     return {str(d): evaluate_run(d, judge, judge_name) for d in dirs}
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="evaluate")
 def main(cfg: DictConfig) -> None:
     evaluate(cfg, dict(HydraConfig.get().runtime.choices))
 

@@ -24,7 +24,9 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from experiments import baselines
 from experiments.cli import job_setup, progress_bar, run_cli
+from experiments.commands import CONF_DIR
 from experiments.config import identity
 from experiments.distributed import Group
 from experiments.loggers import JsonlOnly
@@ -137,9 +139,10 @@ def run(cfg: DictConfig, run_dir: str | Path, choices: dict | None = None) -> li
         if group.is_main:
             store.open(identity(cfg), OmegaConf.to_yaml(cfg, resolve=True))
             state = store.state()
+            state["baselines"] = baselines.pending(cfg, Path(run_dir))
         state = group.broadcast(state)
         todo = [int(t) for t in cfg.steps if int(t) not in state["finished"]]
-        if todo:
+        if todo or state["baselines"]:
             _run_steps(s, group, store, state, todo, Path(run_dir))
         elif group.is_main:
             log.info("already complete: nothing to do (%s)", run_dir)
@@ -169,6 +172,8 @@ def _replay(s: Session, store: RunStore, run_dir: Path) -> None:
         finished = store.state()["finished"]
         for num_steps in sorted(finished):
             logger.log_step(finished[num_steps])
+        for line in baselines.stored(run_dir):
+            logger.log_baseline(line["baseline"], line)
         logger.log_samples(store.samples())
         log.info("logged the stored results to %s", type(logger).__name__)
     finally:
@@ -178,6 +183,7 @@ def _replay(s: Session, store: RunStore, run_dir: Path) -> None:
 def _run_steps(s: Session, group: Group, store, state: dict, todo: list[int], run_dir: Path):
     cfg = s.cfg
     s.load()
+    names = baselines.check(cfg.baselines, prompted=s.prompts is not None)
     logger = None
     if group.is_main:
         logger = s.build("logger")
@@ -213,6 +219,7 @@ def _run_steps(s: Session, group: Group, store, state: dict, todo: list[int], ru
                          line["gen_ppl"], line["entropy"], line["seconds"])
             group.barrier()
         if group.is_main:
+            baselines.run_baselines(s, names, run_dir, logger)
             logger.log_samples(store.samples())
     finally:
         bar.close()
@@ -220,7 +227,7 @@ def _run_steps(s: Session, group: Group, store, state: dict, todo: list[int], ru
             logger.finish()
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="run")
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="run")
 def main(cfg: DictConfig) -> None:
     from transformers.utils import logging as hf_logging
 

@@ -8,6 +8,7 @@ on the rank that evaluates, the oracle only for an ``hmm`` option).
 from __future__ import annotations
 
 import json
+import warnings
 from functools import cached_property
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from decoding import Coordinator
 from experiments.config import ConfigError, build, check_keys, validate
 from experiments.metrics import Evaluator
+from models import check_shared_tokenizer
 
 GROUPS = ("denoiser", "ar", "judge", "strategy", "guide", "schedule", "data", "corpus", "oracle",
           "logger")
@@ -130,7 +132,23 @@ class Session:
 
     @cached_property
     def ar(self):
-        return self.build("ar", hmm=lambda: self.oracle)
+        model = self.build("ar", hmm=lambda: self.oracle)
+        if model is not None:
+            self._check_pair(model)
+        return model
+
+    def _check_pair(self, ar) -> None:
+        """The AR model must speak the denoiser's token ids: mask id, vocabulary size, and the
+        same ids on probe strings (``models.check_shared_tokenizer``)."""
+        untokenized = all(getattr(m, "tokenizer", None) is None for m in (self.denoiser, ar))
+        try:
+            with warnings.catch_warnings():
+                if untokenized:  # the HMM oracle: no text to probe, only ids and sizes
+                    warnings.simplefilter("ignore")
+                check_shared_tokenizer(self.denoiser, ar)
+        except ValueError as err:
+            raise ConfigError(f"ar={self.name_of('ar')} with denoiser="
+                              f"{self.name_of('denoiser')}: {err}") from err
 
     @cached_property
     def schedule(self):
@@ -144,6 +162,7 @@ class Session:
         for steps in self.cfg.steps:
             try:
                 self.strategy.check(int(steps), int(self.cfg.length))
+                self.strategy.times(self.schedule, int(steps))
             except ValueError as err:
                 raise ConfigError(f"steps={steps} with strategy={self.name_of('strategy')}: "
                                   f"{err}") from err
@@ -159,8 +178,8 @@ class Session:
         try:
             return Coordinator(*parts, temperature=self.cfg.temperature, top_p=self.cfg.top_p)
         except ValueError as err:
-            raise ConfigError(f"guide={self.name_of('guide')} with strategy="
-                              f"{self.name_of('strategy')}, denoiser="
+            raise ConfigError(f"strategy={self.name_of('strategy')}, guide="
+                              f"{self.name_of('guide')} with denoiser="
                               f"{self.name_of('denoiser')}: {err}") from err
 
     @cached_property

@@ -135,6 +135,22 @@ class _DDiTDenoiser(nn.Module):
         linear = self.backbone.output_layer.linear
         return head_log_probs(feats, linear.weight, linear.bias, self.vocab_size, rows)
 
+    def log_probs_with_mass(self, x: Tensor, t: Tensor | float) -> tuple[Tensor, Tensor]:
+        """The marginals and the log of the score's total mass, from one forward.
+
+        Returns ((B, L, V) float32 as ``log_probs``, (B, L) float32 log Σ_y s(x_t)_y over the
+        real tokens y). At a masked position the true score is p(x0_i = y | x_t)·α_t/(1-α_t)
+        (SEDD, absorbing graph), so the mass is what SEDD's own samplers reveal by.
+        """
+        x, t = self._check(x, t)
+        feats = self.backbone.head_features(x, self.noise_input(t))
+        linear = self.backbone.output_layer.linear
+        lp = head_log_probs(feats, linear.weight, linear.bias, self.vocab_size)
+        return lp, self._log_mass(x, t, feats, lp)
+
+    def _log_mass(self, x: Tensor, t: Tensor, feats: Tensor, lp: Tensor) -> Tensor:
+        raise NotImplementedError
+
     def forward(self, x: Tensor, t: Tensor | float, causal: bool = False) -> Tensor:
         return self.log_probs(x, t, causal=causal)
 
@@ -179,6 +195,11 @@ class MDLMDenoiser(_DDiTDenoiser):
             return torch.zeros_like(t, dtype=torch.float32)
         return self.schedule.sigma(t)
 
+    def _log_mass(self, x: Tensor, t: Tensor, feats: Tensor, lp: Tensor) -> Tensor:
+        # SUBS outputs the denoising distribution itself: its score mass is the ideal one, so
+        # SEDD's samplers reveal a masked position with exactly the posterior's probability.
+        return self.schedule.ideal_log_mass(t)[:, None].expand(x.shape)
+
 
 class SEDDDenoiser(_DDiTDenoiser):
     """SEDD with the absorbing graph and the log-linear noise (Lou et al. 2024).
@@ -210,6 +231,23 @@ class SEDDDenoiser(_DDiTDenoiser):
 
     def noise_input(self, t: Tensor) -> Tensor:
         return self.schedule.sigma(t)
+
+    def _log_mass(self, x: Tensor, t: Tensor, feats: Tensor, lp: Tensor) -> Tensor:
+        # logsumexp of the raw logits = logit - log p at any one token; taking each row's most
+        # likely token keeps it exact in float32 and costs (B, L, H), not another (B, L, V).
+        top = lp.argmax(dim=-1, keepdim=True)
+        linear = self.backbone.output_layer.linear
+        logit = (feats.float() * linear.weight[top[..., 0]].float()).sum(-1)
+        if linear.bias is not None:
+            logit = logit + linear.bias[top[..., 0]].float()
+        log_mass = logit - lp.gather(-1, top)[..., 0]
+        if self.scale_by_sigma:
+            log_mass = log_mass - self._score_offset(t)[:, None]
+        return log_mass
+
+    def _score_offset(self, t: Tensor) -> Tensor:
+        """log(expm1(σ)) + log V, subtracted from the logits under ``scale_by_sigma``; (B,)."""
+        return torch.log(torch.expm1(self.noise_input(t))) + math.log(self.vocab_size)
 
     def log_score(self, x: Tensor, t: Tensor | float, causal: bool = False) -> Tensor:
         """SEDD's log concrete score, (B, L) -> (B, L, V+1) float32 (current token's entry 0)."""

@@ -28,6 +28,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from decoding.schedules import EPS
+
 from .ddit import DDiT, DDiTConfig, rotary_inv_freq
 from .denoisers import MDLMDenoiser, SEDDDenoiser
 
@@ -249,7 +251,7 @@ def load_denoiser(name_or_path: str | os.PathLike, *, device: Any = None, dtype:
     elif isinstance(tokenizer, (str, os.PathLike)):
         tokenizer = load_tokenizer(tokenizer)
 
-    eps = float(eps if eps is not None else head.get("eps") or 1e-3)
+    eps = float(eps if eps is not None else head.get("eps") or EPS)
     if head["parameterization"] == "sedd":
         if time_conditioning is False:
             raise ValueError("SEDD is always conditioned on the noise level")

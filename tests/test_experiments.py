@@ -121,6 +121,7 @@ def test_batches_are_seeded_by_step_count_and_index(tmp_path):
 
 
 def test_wandb_offline_run_directory(tmp_path, monkeypatch):
+    pytest.importorskip("wandb")  # the `wandb` extra
     monkeypatch.setenv("WANDB_MODE", "offline")
     cfg = compose_run(SMALL[:-1] + ["steps=[1,2]", "logger=wandb", "logger.project=duet-test"])
     runner.run(cfg, tmp_path)

@@ -60,13 +60,13 @@ def random_ddit(seed: int = 0, length: int = 64) -> DDiT:
 
 def spy_noise(denoiser):
     """Record (masked fraction of the input, noise input) at every backbone call."""
-    seen, forward = [], denoiser.backbone.forward
+    seen, trunk = [], denoiser.backbone.trunk
 
     def spy(x, sigma, causal=False):
         seen.append((float((x == denoiser.mask_id).double().mean()), sigma.clone()))
-        return forward(x, sigma, causal=causal)
+        return trunk(x, sigma, causal)
 
-    denoiser.backbone.forward = spy
+    denoiser.backbone.trunk = spy
     return seen
 
 

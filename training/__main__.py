@@ -10,17 +10,17 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import hydra
 from omegaconf import DictConfig
 
+import experiments.config  # noqa: F401  (the duet.* resolvers of conf/train.yaml)
+from experiments.commands import CONF_DIR
 from training.loop import train
 
 
-# An absolute path: a relative one would be read as a Python package when main() is imported.
-@hydra.main(version_base="1.3", config_path=str(Path(__file__).resolve().parents[1] / "conf"),
-            config_name="train")
+# An absolute path (a relative one would be read as a Python package): conf/ in a checkout,
+# experiments/conf in an installed wheel.
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def main(cfg: DictConfig) -> None:
     train(cfg)
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from decoding.schedules import EPS
 from training.evaluation import mean_over_windows
 from training.losses import ar_loss, mdlm_loss
 from training.tokenizer import VocabInfo
@@ -109,7 +110,7 @@ class DenoiserRecipe:
 
     def __init__(self, hidden_size: int = 192, n_blocks: int = 4, n_heads: int = 3,
                  cond_dim: int = 128, dropout: float = 0.1, causal_fraction: float = 0.25,
-                 time_conditioning: bool = False, eps: float = 1e-3, eval_repeats: int = 2):
+                 time_conditioning: bool = False, eps: float = EPS, eval_repeats: int = 2):
         if not 0.0 <= causal_fraction <= 1.0:
             raise ValueError(f"causal_fraction must be in [0, 1], got {causal_fraction}")
         self.dims = dict(hidden_size=hidden_size, n_blocks=n_blocks, n_heads=n_heads,

@@ -82,7 +82,7 @@ class APDGuide:
         out, rounds = x.clone(), torch.zeros(B, dtype=torch.long)
         rows = torch.arange(B, device=x.device)
         free = loop.free
-        scorer = PrefixScorer(self.ar, B, loop.mask_id)
+        scorer = PrefixScorer(loop.ar, B, loop.mask_id)
         max_rounds = len(loop.infos)
         for r in range(max_rounds):
             p = first_masked(x, loop.mask_id)
@@ -98,11 +98,9 @@ class APDGuide:
             t0 = time.perf_counter()
             x = self._round(loop, scorer, x, p, max_rounds - r, loop.infos[r].index)
             rounds[rows.cpu()] += 1
-            loop.count_ar(*scorer.take_counts())
             loop.record(r, seconds=time.perf_counter() - t0)
         else:
             out[rows] = x
-        loop.count_ar(*scorer.take_counts())
         return out, rounds
 
     def _round(self, loop: BatchLoop, scorer: PrefixScorer, x, p, rounds_left: int, index: int):

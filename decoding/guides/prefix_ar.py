@@ -19,7 +19,8 @@ class PrefixScorer:
     """Owns one batch's AR cache.
 
     Args:
-        ar: ``decoding.protocols.ARModel`` (incremental API: start, extend, crop, reorder).
+        ar: ``decoding.protocols.ARModel`` (incremental API: start, extend, crop, reorder),
+            normally the Coordinator's counting handle (``BatchLoop.ar``).
         batch_size: B rows.
         mask_id: the denoiser's mask id (never fed: replaced by token 0 where not needed).
     """
@@ -29,7 +30,6 @@ class PrefixScorer:
         pred, self.cache = ar.start(batch_size)
         self.pred = pred.to(torch.float64)  # (B, V) log p(x_c | x_<c)
         self.c = 0
-        self.forwards, self.tokens = 1, batch_size  # the BOS forward of ``start``
         self._rows: Tensor | None = None
 
     def score(self, x: Tensor, end: int) -> Tensor:
@@ -47,8 +47,6 @@ class PrefixScorer:
             seg = seg.masked_fill(seg == self.mask_id, 0)
             out = self.ar.extend(self.cache, seg).to(torch.float64)
             rows.append(out)
-            self.forwards += 1
-            self.tokens += seg.numel()
         self._rows = torch.cat(rows, dim=1)
         return self._rows
 
@@ -68,12 +66,6 @@ class PrefixScorer:
         """Keep (or repeat) rows ``index`` (B',) long."""
         self.ar.reorder(self.cache, index)
         self.pred = self.pred[index]
-
-    def take_counts(self) -> tuple[int, int]:
-        """(forward calls, token positions) since the last call."""
-        out = (self.forwards, self.tokens)
-        self.forwards = self.tokens = 0
-        return out
 
 
 def gather_rows(rows: Tensor, c: int, where: Tensor) -> Tensor:

@@ -95,7 +95,7 @@ class SMCGuide:
         xs = x.repeat_interleave(N, dim=0)
         free = loop.free.repeat_interleave(N, dim=0)
         loop.use_rows(xs, free)
-        scorer = PrefixScorer(self.ar, B * N, loop.mask_id)
+        scorer = PrefixScorer(loop.ar, B * N, loop.mask_id)
         log_w = torch.zeros(B, N, dtype=torch.float64, device=dev)
         log_q = torch.zeros(xs.shape, dtype=torch.float64, device=dev)
         settled = torch.zeros(B * N, dtype=torch.long, device=dev)
@@ -119,7 +119,6 @@ class SMCGuide:
                 log_w += inc.view(B, N)
                 scorer.keep(int(now.min()))
                 settled = now
-            loop.count_ar(*scorer.take_counts())
             weights = normalized_weights(log_w)
             ess = effective_sample_size(weights)
             if not info.is_last and N > 1:

@@ -70,7 +70,7 @@ class SpeculativeGuide:
         out, rounds = x.clone(), torch.zeros(B, dtype=torch.long)
         rows = torch.arange(B, device=x.device)  # which output rows are still running
         free = loop.free
-        scorer = PrefixScorer(self.ar, B, loop.mask_id)
+        scorer = PrefixScorer(loop.ar, B, loop.mask_id)
         while True:
             p = first_masked(x, loop.mask_id)
             done = p >= L
@@ -85,9 +85,7 @@ class SpeculativeGuide:
             t0 = time.perf_counter()
             x = self._round(loop, scorer, x, p)
             rounds[rows.cpu()] += 1
-            loop.count_ar(*scorer.take_counts())
             loop.record(len(loop.infos) - 1, seconds=time.perf_counter() - t0)
-        loop.count_ar(*scorer.take_counts())
         return out, rounds
 
     def _draft(self, loop: BatchLoop, x, window):
