@@ -157,3 +157,18 @@ def test_metrics_keep_num_steps_and_report_what_adaptive_guides_used(tmp_path):
     assert capped["tokens_per_step"] == pytest.approx(cfg.length / capped["steps_used"])
     assert 1 <= free["tokens_per_step"] <= 2 < capped["tokens_per_step"]  # M = 1: 1-2 a round
     assert free["nfe_ar"] >= free["steps_used"]
+
+
+@pytest.mark.parametrize("guide", [SpeculativeGuide(HMMAutoregressive(TARGET), draft_length=3),
+                                   APDGuide(HMMAutoregressive(TARGET), mixture_weight=0.0,
+                                            lookahead=2)])
+def test_rows_at_different_prefixes_share_a_batch_exactly(guide):
+    """Rows advance at their own pace over one AR cache; each half keeps its own law."""
+    m = TARGET.mask_id
+    short, long = torch.tensor([1, m, m, m, m]), torch.tensor([1, 2, 0, m, m])
+    prompt = torch.stack([short, long]).repeat(N // 2, 1)  # interleaved in every batch
+    res = Coordinator(HMMDenoiser(OTHER), LeftToRight(), guide).generate(
+        N, 5, 5, prompt=prompt, generator=torch.Generator().manual_seed(0), batch_size=1000)
+    for i, p in enumerate((short, long)):
+        tv = TARGET.tv(res.tokens[i::2], prompt=p)
+        assert tv < TARGET.tv_noise_floor(N // 2, prompt=p) + 0.02, (i, tv)
