@@ -77,7 +77,7 @@ class BatchLoop:
         rec.revealed += int(revealed)
         rec.seconds += seconds
         if ess is not None:
-            self.ess_sums[index][0] += float(ess.sum())
+            self.ess_sums[index][0] += ess.sum()  # read once, at the end of the run
             self.ess_sums[index][1] += ess.numel()
 
     def total_forwards(self) -> int:
@@ -99,6 +99,8 @@ class BatchLoop:
             state = StepState(x=x, masked=masked, free=self.batch.free, confidence=confidence)
             sel, draft = self.c._step(self.batch, info, state, self.generator)
             x, confidence = self.c._apply(x, masked, self.batch.free, confidence, sel, draft, rec)
+            if draft is not None and not self.strategy.needs_draft:
+                self.batch.forget()  # it revealed something (checked before its forward)
             if draft is not None and draft.ess is not None:
                 self.record(info.index, ess=draft.ess)
         rec.denoiser_forwards += self.batch.forwards - before

@@ -214,6 +214,23 @@ def test_every_task_builds_prompts(data):
     assert torch.equal(out.tokens[given], prompts[given])
 
 
+def test_dtype_reaches_every_model_group():
+    cfg = compose_run(["dtype=bfloat16"])
+    den = build(cfg.denoiser, "denoiser")
+    ar, judge = build(cfg.ar, "ar"), build(cfg.judge, "judge")
+    assert den.backbone.output_layer.linear.weight.dtype == torch.bfloat16
+    for model in (ar, judge):
+        assert next(model.parameters()).dtype == torch.bfloat16
+    assert ar.cache_kind == "dynamic" and not ar.compile_step
+    for group in ("denoiser", "ar", "judge"):
+        for option in options(group):
+            node = compose_run([f"{group}={option}", "dtype=float16"])[group]
+            if node is not None and str(node._target_).startswith("models.load_"):
+                assert node.dtype == "float16", (group, option)
+    with pytest.raises(ConfigError, match="dtype must be one of"):
+        experiments.config.validate(compose_run(["dtype=float64"]))
+
+
 def test_run_checks_the_ar_speaks_the_denoisers_tokens():
     import warnings
 
