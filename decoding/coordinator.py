@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from decoding.checks import device_check
 from decoding.counting import CountingAR
 from decoding.guides.independent import Independent
+from decoding.loop import BatchLoop
 from decoding.sampling import Marginals, Rows, check_transforms
 from decoding.schedules import (
     LogLinear,
@@ -68,8 +69,12 @@ class _Batch:
         """Every row: (B, L, V)."""
         return self.rows(x, t, causal).data
 
-    def rows(self, x: Tensor, t: float, causal: bool = False, need: Tensor | None = None) -> Rows:
-        """The rows at ``need`` (B, L) bool (None: all), packed when the denoiser can."""
+    def rows(self, x: Tensor, t: float | Tensor, causal: bool = False,
+             need: Tensor | None = None) -> Rows:
+        """The rows at ``need`` (B, L) bool (None: all), packed when the denoiser can.
+        ``t``: the sampler's time, one for the batch or (B,) per row."""
+        if isinstance(t, Tensor):
+            t = tuple(t.tolist())
         # A strategy that reveals by the score mass gets the mass with the rows, in one call;
         # the mass depends on t even where the marginals do not.
         with_mass = self.c.strategy.needs_mass and not causal
@@ -82,8 +87,12 @@ class _Batch:
                 same &= need is not None and not_any(need & ~memo[2].rows)
             if same.item():  # one read per call: skipping a forward needs to know
                 return memo[2]
-        t_vec = torch.full((x.shape[0],), self.c.denoiser_time(t), dtype=torch.float32,
-                           device=x.device)
+        if isinstance(t, tuple):
+            t_vec = torch.tensor([self.c.denoiser_time(v) for v in t], dtype=torch.float32,
+                                 device=x.device)
+        else:
+            t_vec = torch.full((x.shape[0],), self.c.denoiser_time(t), dtype=torch.float32,
+                               device=x.device)
         packed = {} if need is None else {"rows": need}
         if with_mass:
             lp, self.log_mass = self.c.denoiser.log_probs_with_mass(x, t_vec, **packed)
@@ -153,6 +162,8 @@ class Coordinator:
         self.guide.check(denoiser)
         ar = getattr(self.guide, "ar", None)
         self.ar = None if ar is None else CountingAR(ar)
+        if hasattr(self.guide, "check_strategy"):  # guides that accept only some strategies
+            self.guide.check_strategy(strategy)
 
     def denoiser_time(self, t: float) -> float:
         """The time the denoiser is called at for the sampler's time t (t itself when the
@@ -213,13 +224,15 @@ class Coordinator:
         self._pending: list[tuple[StepRecord, str, Tensor]] = []
         bs = batch_size or num_samples
         starts = range(0, num_samples, bs)
-        out = []
+        out, rounds = [], []
         bar = tqdm(total=len(starts) * n_steps, disable=not progress, desc="denoising")
         t0 = time.perf_counter()
         with torch.inference_mode():
             for start in starts:
                 x = rows[start : start + bs].to(device)
-                out.append(self._run(x, infos, generator, trace, ess_sums, nfe, bar).cpu())
+                tokens, used = self._run(x, infos, generator, trace, ess_sums, nfe, bar)
+                out.append(tokens.cpu())
+                rounds.append(used.double().cpu())
         bar.close()
         self._settle()
         totals = torch.stack([torch.as_tensor(t, dtype=torch.float64, device=device)
@@ -227,42 +240,39 @@ class Coordinator:
         for rec, total, (_, count) in zip(trace, totals, ess_sums):
             rec.ess = total / count if count else None
         return GenerationResult(tokens=torch.cat(out), nfe=nfe, trace=trace,
-                                seconds=time.perf_counter() - t0, num_batches=len(starts))
+                                seconds=time.perf_counter() - t0, num_batches=len(starts),
+                                steps_per_sample=torch.cat(rounds))
 
-    def _run(self, x, infos, generator, trace, ess_sums, nfe, bar) -> Tensor:
-        batch = _Batch(self, x)
-        clamped = x.clone()
-        confidence = torch.zeros(x.shape, dtype=torch.float64, device=x.device)
+    def _new_batch(self, x: Tensor) -> _Batch:
+        return _Batch(self, x)
+
+    def _run(self, x, infos, generator, trace, ess_sums, nfe, bar) -> tuple[Tensor, Tensor]:
+        """One batch; returns its tokens and the denoising steps (rounds) each row used."""
+        loop = BatchLoop(self, x, infos, generator, trace, ess_sums, bar)
+        free, clamped = loop.free, x.clone()
         ar_before = self.ar.counts() if self.ar is not None else (0, 0)
         if hasattr(self.guide, "start"):
             self.guide.start(x)
-        for info, rec in zip(infos, trace):
-            t0 = time.perf_counter()
-            forwards_before = batch.forwards
-            masked = x == self.mask_id
-            if masked.any() or self.strategy.remasks:
-                state = StepState(x=x, masked=masked, free=batch.free, confidence=confidence)
-                sel, draft = self._step(batch, info, state, generator)
-                x, confidence = self._apply(x, masked, batch.free, confidence, sel, draft, rec)
-                if draft is not None and not self.strategy.needs_draft:
-                    batch.forget()  # it revealed something (checked before its forward)
-                if draft is not None and draft.ess is not None:
-                    ess_sums[info.index][0] += draft.ess.sum()  # read once, at the end
-                    ess_sums[info.index][1] += draft.ess.numel()
-            rec.denoiser_forwards += batch.forwards - forwards_before
-            rec.seconds += time.perf_counter() - t0
-            bar.update(1)
-        nfe["denoiser"] += batch.forwards
+        if hasattr(self.guide, "run"):  # a guide that owns the outer loop (see decoding.loop)
+            x, rounds = self.guide.run(loop, x)
+            bar.update(len(infos))
+        else:
+            confidence = torch.zeros(x.shape, dtype=torch.float64, device=x.device)
+            for info in infos:
+                x, confidence, _, _ = loop.step(info, x, confidence)
+                bar.update(1)
+            rounds = torch.full((x.shape[0],), float(len(infos)))
+        nfe["denoiser"] += loop.total_forwards()
         if self.ar is not None:
             forwards, tokens = self.ar.counts()
             nfe["ar_forwards"] += forwards - ar_before[0]
             nfe["ar_tokens"] += tokens - ar_before[1]
         if (x == self.mask_id).any():
-            raise RuntimeError(f"{type(self.strategy).__name__} left masked positions after the "
-                               "last step")
-        if not torch.equal(x[~batch.free], clamped[~batch.free]):
+            who = self.guide if hasattr(self.guide, "run") else self.strategy
+            raise RuntimeError(f"{type(who).__name__} left masked positions after the last step")
+        if not torch.equal(x[~free], clamped[~free]):
             raise RuntimeError("a clamped prompt position was changed")
-        return x
+        return x, rounds
 
     def _step(self, batch: _Batch, info: StepInfo, state: StepState, generator):
         """Ask the strategy and the guide, in the order the strategy needs."""

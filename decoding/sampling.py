@@ -71,12 +71,15 @@ def _exp_padded(log_weights: Tensor, normalized: bool) -> tuple[Tensor, Tensor]:
     return buf.view(n, nb, block), shift
 
 
-def inverse_cdf(log_weights: Tensor, num_samples: int, generator: torch.Generator,
-                normalized: bool = False) -> tuple[Tensor, Tensor]:
+def inverse_cdf(log_weights: Tensor, num_samples: int, generator: torch.Generator | None,
+                normalized: bool = False, uniforms: Tensor | None = None
+                ) -> tuple[Tensor, Tensor]:
     """Draw ``num_samples`` tokens per row of (n, V) log-weights.
 
     Returns (tokens (n, K) long, their normalised float64 log-probabilities (n, K)).
     ``normalized=True`` promises the rows are log-probabilities (skips the max pass).
+    ``uniforms`` (n, K) float64 in [0, 1): use these instead of drawing from ``generator``
+    (draws from two distributions under shared noise, as APD's acceptance test needs).
 
     Two-level search: the row is cut into blocks of BLOCK entries; a block is chosen from the
     float64 cumulative block masses, then a token inside it from a float64 cumulative sum of
@@ -90,7 +93,8 @@ def inverse_cdf(log_weights: Tensor, num_samples: int, generator: torch.Generato
     total = block_cdf[:, -1:]
     # NaN, +inf and all -inf rows all end here: the row total is not a positive finite number.
     device_check((torch.isfinite(total) & (total > 0)).all(), BAD_ROWS)
-    u = torch.rand(n, num_samples, dtype=torch.float64, device=e.device, generator=generator)
+    u = uniforms if uniforms is not None else torch.rand(
+        n, num_samples, dtype=torch.float64, device=e.device, generator=generator)
     target = u * total  # (n, K)
     # Counting entries <= target is searchsorted(right=True) without its per-row overhead;
     # it skips zero-mass blocks and tokens (their cdf equals their predecessor's).

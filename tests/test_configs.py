@@ -19,7 +19,7 @@ CONF = Path(__file__).resolve().parent.parent / "conf"
 RUN_GROUPS = ["denoiser", "ar", "judge", "strategy", "guide", "schedule", "data", "corpus",
               "oracle", "logger", "experiment"]
 REQUIRED = {
-    "guide": {"none", "edlm", "dcd", "dcd_is"},
+    "guide": {"none", "edlm", "dcd", "dcd_is", "speculative", "apd", "smc"},
     "strategy": {"ancestral", "confidence", "margin", "entropy", "left_to_right", "remdm",
                  "blocks"},
     "denoiser": {"tiny", "hmm", "sedd_small", "sedd_medium", "mdlm_owt"},
@@ -174,6 +174,12 @@ def test_missing_target_key_and_bad_target():
         build(OmegaConf.create({"_target_": "nowhere.Thing"}), "guide", {"guide": "x"})
 
 
+# Guides that commit left to right, and SMC (values-independent choices, no remasking).
+REFUSED = ({(g, s) for g in ("speculative", "apd") for s in options("strategy")
+            if s != "left_to_right"}
+           | {("smc", s) for s in ("confidence", "entropy", "margin", "remdm")})
+
+
 @pytest.mark.parametrize("strategy", options("strategy"))
 @pytest.mark.parametrize("guide", options("guide"))
 def test_every_strategy_and_guide_generate_on_the_oracle(strategy, guide):
@@ -182,6 +188,11 @@ def test_every_strategy_and_guide_generate_on_the_oracle(strategy, guide):
                        "steps=[2,4]"])
     s = Session(cfg, {"strategy": strategy, "guide": guide})
     s.check_steps()
+    if (guide, strategy) in REFUSED:  # refused when the Coordinator is built, before any call
+        with pytest.raises(ConfigError, match=f"strategy={strategy}, guide={guide} with "
+                                              ".*(left_to_right|ancestral)"):
+            _ = s.coordinator
+        return
     gen = torch.Generator().manual_seed(0)
     out = s.coordinator.generate(4, cfg.length, 4, generator=gen)
     assert out.tokens.shape == (4, cfg.length) and (out.tokens < s.denoiser.vocab_size).all()
