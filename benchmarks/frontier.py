@@ -140,6 +140,7 @@ def run_method(suite: Suite, method: Method, steps: int, seed: int) -> dict:
             "seconds": res.seconds, "cpu_seconds": cpu, "nfe_denoiser": res.nfe["denoiser"],
             "nfe_ar": res.nfe["ar_forwards"],
             "ar_tokens": res.nfe["ar_tokens"] / suite.num_samples,
+            "tokens_per_step": suite.length / res.steps_used,
             "ess": sum(ess) / len(ess) if ess else None}
 
 
