@@ -25,6 +25,9 @@ from hydra.errors import InstantiationException
 from hydra.utils import get_object, instantiate
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from experiments.genppl import CONVENTIONS
+from experiments.mauve_score import INSTALL
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SPECIAL_KEYS = {"_target_", "_partial_", "_args_", "_recursive_", "_convert_"}
 # Keys that may change between a run and its resumption without changing its samples.
@@ -59,6 +62,7 @@ class RunConfig:
     top_p: float = 1.0
     reference_samples: int = 64
     mauve: bool = False
+    gen_ppl_convention: str = "bos"
     device: str = "cpu"
     threads: int | None = None
     progress: bool = False
@@ -124,6 +128,9 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"top_p must lie in (0, 1], got {cfg.top_p}")
     if cfg.threads is not None:
         _positive_int("threads", cfg.threads)
+    if cfg.gen_ppl_convention not in CONVENTIONS:
+        raise ConfigError(f"unknown gen_ppl_convention {cfg.gen_ppl_convention!r}; choose one "
+                          f"of {', '.join(CONVENTIONS)}")
     if cfg.mauve:
         require_mauve()
 
@@ -132,7 +139,7 @@ def require_mauve() -> None:
     try:
         import mauve  # noqa: F401
     except ImportError as err:
-        raise ConfigError("mauve=true needs the MAUVE package: pip install mauve-text") from err
+        raise ConfigError(f"mauve=true: {INSTALL}") from err
 
 
 def identity(cfg: DictConfig) -> dict:

@@ -18,7 +18,8 @@ from pathlib import Path
 
 from experiments.store import atomic_write, read_jsonl
 
-FIRST_COLUMNS = ["method", "guide", "strategy", "num_steps", "gen_ppl", "entropy", "gen_nll",
+FIRST_COLUMNS = ["method", "guide", "strategy", "num_steps", "gen_ppl", "gen_ppl_convention",
+                 "entropy", "gen_nll",
                  "tv", "mauve", "nfe_denoiser", "nfe_ar", "ar_tokens", "seconds",
                  "samples_per_second", "num_samples", "length"]
 
