@@ -26,12 +26,13 @@ from hydra.utils import get_object, instantiate
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from experiments.genppl import CONVENTIONS
-from experiments.mauve_score import INSTALL
+from experiments.mauve_score import FEATURES, INSTALL
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SPECIAL_KEYS = {"_target_", "_partial_", "_args_", "_recursive_", "_convert_"}
 # Keys that may change between a run and its resumption without changing its samples.
-NON_IDENTITY_KEYS = ("steps", "logger", "progress", "device", "threads", "mauve", "name")
+NON_IDENTITY_KEYS = ("steps", "logger", "progress", "device", "threads", "mauve", "name",
+                     "mauve_features")
 
 
 class ConfigError(ValueError):
@@ -62,6 +63,7 @@ class RunConfig:
     top_p: float = 1.0
     reference_samples: int = 64
     mauve: bool = False
+    mauve_features: str = "last"
     gen_ppl_convention: str = "bos"
     device: str = "cpu"
     threads: int | None = None
@@ -131,6 +133,8 @@ def validate(cfg: DictConfig) -> None:
     if cfg.gen_ppl_convention not in CONVENTIONS:
         raise ConfigError(f"unknown gen_ppl_convention {cfg.gen_ppl_convention!r}; choose one "
                           f"of {', '.join(CONVENTIONS)}")
+    if cfg.mauve_features not in FEATURES:
+        raise ConfigError(f"mauve_features must be one of {FEATURES}, got {cfg.mauve_features!r}")
     if cfg.mauve:
         require_mauve()
 

@@ -1,7 +1,12 @@
 """MAUVE (Pillutla et al. 2021) between samples and held-out text, on the judge's features.
 
-Features follow MAUVE's own featurisation: the judge's last-layer hidden state at a text's last
-token, read after the judge's BOS, the text cut to the judge's context. The divergence
+Features (``FEATURES``): ``last`` is MAUVE's own featurisation, the judge's last-layer hidden
+state at a text's last token (read after the judge's BOS, the text cut to the judge's
+context); ``mean`` averages the last layer over the text's tokens. A small judge's last-token
+state mostly encodes its next-token guess: the tiny Shakespeare judge gives MAUVE 0.90 to
+token-shuffled text against real text with ``last`` and 0.57 with ``mean`` (200 windows of
+128 tokens each; real against real: 0.99 and 1.00), so ``mean`` is the useful choice with
+small judges and ``last`` the one that matches published numbers. The divergence
 frontier itself is the ``mauve-text`` package's (k-means quantisation of both feature sets,
 ``pip install mauve-text`` or the ``mauve`` extra); it is optional, and asking for MAUVE
 without it fails with that install line before any model runs.
@@ -12,6 +17,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+FEATURES = ("last", "mean")
 INSTALL = "MAUVE needs the mauve-text package: pip install mauve-text (or pip install -e .[mauve])"
 
 
@@ -25,11 +31,14 @@ def require_mauve():
 
 
 @torch.inference_mode()
-def judge_features(judge, seqs: list[list[int]], batch: int = 16) -> Tensor:
-    """(N, H) float32: final hidden state at each sequence's last token, after BOS.
+def judge_features(judge, seqs: list[list[int]], batch: int = 16, pool: str = "last") -> Tensor:
+    """(N, H) float32: the judge's final hidden states after BOS, at each sequence's last
+    token (``pool="last"``) or averaged over its tokens (``"mean"``).
 
     A sequence longer than the judge's context keeps its first context - 1 tokens.
     """
+    if pool not in FEATURES:
+        raise ValueError(f"MAUVE features must be one of {FEATURES}, got {pool!r}")
     model = getattr(judge, "model", None)
     if model is None or not hasattr(judge, "bos_id"):
         raise ValueError("MAUVE needs a transformers judge (hidden states); this judge has none")
@@ -46,8 +55,15 @@ def judge_features(judge, seqs: list[list[int]], batch: int = 16) -> Tensor:
             x[r, : len(s) + 1] = torch.tensor([judge.bos_id, *s])
         # Right padding never reaches an earlier position of a causal model.
         out = model(input_ids=x.to(judge.device), output_hidden_states=True)
-        last = torch.tensor([len(s) for s in chunk], device=judge.device)
-        feats.append(out.hidden_states[-1][torch.arange(len(chunk)), last].float().cpu())
+        hidden = out.hidden_states[-1].float()
+        if pool == "last":
+            last = torch.tensor([len(s) for s in chunk], device=judge.device)
+            feats.append(hidden[torch.arange(len(chunk)), last].cpu())
+        else:
+            lengths = torch.tensor([len(s) for s in chunk], device=judge.device)
+            keep = torch.arange(width, device=judge.device)[None, :]
+            keep = (keep >= 1) & (keep <= lengths[:, None])  # the tokens, not BOS or padding
+            feats.append(((hidden * keep[..., None]).sum(1) / lengths[:, None]).cpu())
     return torch.cat(feats)
 
 

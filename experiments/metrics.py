@@ -128,20 +128,21 @@ class Evaluator:
         mauve_reference: (W, L) held-out ids; when given, MAUVE against them is computed.
         convention: the gen-PPL convention's name (``experiments.genppl.CONVENTIONS``).
         stride: sliding-window stride past the judge's context (default: half of it).
+        mauve_features: ``last`` (MAUVE's) or ``mean`` (see ``experiments.mauve_score``).
     """
 
     def __init__(self, judge, source_tokenizer=None, eos_id: int | None = None,
                  mauve_reference: Tensor | None = None, convention: str = "bos",
-                 stride: int | None = None):
+                 stride: int | None = None, mauve_features: str = "last"):
         self.convention = get_convention(convention)
         self.judge, self.source_tokenizer, self.eos_id = judge, source_tokenizer, eos_id
-        self.stride = stride
+        self.stride, self.mauve_features = stride, mauve_features
         self.hmm = getattr(judge, "hmm", None)
         self.judge_tokenizer = getattr(judge, "tokenizer", None)
         self._mauve_ref = None
         if mauve_reference is not None:
-            self._mauve_ref = judge_features(judge, self._judge_ids(trim(mauve_reference,
-                                                                         eos_id)))
+            ref = self._judge_ids(trim(mauve_reference, eos_id))
+            self._mauve_ref = judge_features(judge, ref, pool=mauve_features)
 
     def _judge_ids(self, seqs):
         if self.source_tokenizer is None or self.judge_tokenizer is None:
@@ -185,7 +186,8 @@ class Evaluator:
             out["gen_ppl_convention"] = self.convention.name
             out["judged_tokens"] = count
         if self._mauve_ref is not None:
-            q = judge_features(self.judge, self._judge_ids(trim(tokens, self.eos_id)))
+            q = judge_features(self.judge, self._judge_ids(trim(tokens, self.eos_id)),
+                               pool=self.mauve_features)
             out["mauve"] = mauve_score(self._mauve_ref, q)
         return out
     def _tv(self, tokens: Tensor, prompt: Tensor | None) -> float | None:
