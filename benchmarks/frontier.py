@@ -14,8 +14,9 @@ Suites:
   against the true entropy rate, and TV to the true joint.
 
 A method is ``<guide>/<strategy>``: guides none, edlm<K> (K = 2, 4, 8), dcd, dcd_is4; strategies
-ancestral, margin, remdm, and left_to_right (dcd only: DCD's autoregressive variant; dcd with
-ancestral is the chunked variant). Every method draws the same number of samples per point from
+ancestral, ancestral8 (contiguous chunks of 8 revealed together), margin, remdm, and
+left_to_right (dcd only: DCD's autoregressive variant; dcd with ancestral8 is the paper's
+chunked variant, dcd with ancestral reveals positions one by one). Every method draws the same number of samples per point from
 a generator seeded by (seed, steps) only, so methods share random numbers at each step count.
 In the default suite, the costlier methods stop at a step cap (``CAPS``; ``--all-steps`` lifts
 it). Writes ``frontier.csv`` (after every point), ``frontier.md`` and ``frontier_<suite>.png``
@@ -53,7 +54,8 @@ from decoding.strategies import Ancestral, Confidence, LeftToRight, ReMDM  # noq
 from edlm.guide import EnergyGuide  # noqa: E402
 from experiments.metrics import Evaluator, judge_nll, to_judge_ids, trim  # noqa: E402
 
-STRATEGIES = {"ancestral": Ancestral, "margin": lambda: Confidence("margin"),
+STRATEGIES = {"ancestral": Ancestral, "ancestral8": lambda: Ancestral(chunk=8),
+              "margin": lambda: Confidence("margin"),
               "remdm": lambda: ReMDM("cap", eta=0.04), "left_to_right": LeftToRight}
 GUIDES = {"none": lambda ar, k: None, "edlm": lambda ar, k: EnergyGuide(ar, num_candidates=k),
           "dcd": lambda ar, k: CopulaGuide(ar),
@@ -65,6 +67,7 @@ CAPS = [("none", None, "ancestral", None), ("none", None, "margin", 32),
         ("edlm", 2, "margin", 8), ("edlm", 4, "margin", 8), ("edlm", 8, "margin", 4),
         ("edlm", 2, "remdm", 8), ("edlm", 4, "remdm", 8), ("edlm", 8, "remdm", 4),
         ("dcd", None, "left_to_right", 16), ("dcd", None, "ancestral", 16),
+        ("dcd", None, "ancestral8", 16),
         ("dcd", None, "margin", 8), ("dcd", None, "remdm", 8),
         ("dcd_is", 4, "ancestral", 8), ("dcd_is", 4, "margin", 4), ("dcd_is", 4, "remdm", 4)]
 
