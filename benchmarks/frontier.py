@@ -13,33 +13,34 @@ Suites:
 * ``oracle``: an HMM language (``models.HMM``) as denoiser, AR model and judge: exact gen NLL
   against the true entropy rate, and TV to the true joint.
 
-A method is ``<guide>/<strategy>``: guides none, edlm<K> (K = 2, 4, 8), dcd, dcd_is4; strategies
-ancestral, ancestral8 (contiguous chunks of 8 revealed together), margin, remdm, and
-left_to_right (dcd only: DCD's autoregressive variant; dcd with ancestral8 is the paper's
-chunked variant, dcd with ancestral reveals positions one by one). Every method draws the same number of samples per point from
-a generator seeded by (seed, steps) only, so methods share random numbers at each step count.
-In the default suite, the costlier methods stop at a step cap (``CAPS``; ``--all-steps`` lifts
-it). Writes ``frontier.csv`` (after every point), ``frontier.md`` and ``frontier_<suite>.png``
-under ``--out``, and prints a table and the targets block (``benchmarks/frontier_report.py``);
-``--from-csv`` redoes that report from an earlier CSV without measuring anything.
+A method is ``<guide>/<strategy>``, each an option of ``conf/guide`` and ``conf/strategy``
+composed and built exactly as ``experiments.run`` does (``experiments.config.build``), so a new
+option is measured without editing this script: ``--method speculative/ancestral``. The default
+list (``METHODS``): guides none, edlm<K> (``guide=edlm guide.num_candidates=K``, K = 2, 4, 8),
+dcd, dcd_is4; strategies ancestral, margin, remdm, and left_to_right (dcd only: DCD's
+autoregressive variant); dcd/chunked is DCD's chunked variant as the paper runs it (8-token
+chunks), dcd/ancestral reveals positions one by one. ``--set key=value`` applies
+Hydra overrides to every method (``--set guide.beta=2``, ``--set schedule=cosine``). Every
+method draws the same number of samples per point from a generator seeded by (seed, steps)
+only, so methods share random numbers at each step count. In the default suite, the costlier
+methods stop at a step cap (``frontier_methods.CAPS``; ``--all-steps`` lifts it). Writes
+``frontier.csv`` (after every point), ``frontier.md`` and ``frontier_<suite>.png`` under
+``--out``, and prints a table and the targets block (``benchmarks/frontier_report.py``);
+``--from-csv`` redoes that report from an earlier CSV without measuring anything. Needs the
+project installed (``pip install -e .``): the script does not edit ``sys.path``.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-from frontier_report import (  # noqa: E402
+from frontier_methods import METHODS, Method, compose_run, options, parse_method  # noqa: F401
+from frontier_report import (
     print_table,
     print_targets,
     read_csv,
@@ -47,48 +48,13 @@ from frontier_report import (  # noqa: E402
     write_markdown,
     write_plots,
 )
+from omegaconf import DictConfig
 
-from copula import CopulaGuide, CopulaISGuide  # noqa: E402
-from decoding import Coordinator  # noqa: E402
-from decoding.strategies import Ancestral, Confidence, LeftToRight, ReMDM  # noqa: E402
-from edlm.guide import EnergyGuide  # noqa: E402
-from experiments.metrics import Evaluator, judge_nll, to_judge_ids, trim  # noqa: E402
+from decoding import Coordinator
+from experiments.config import build
+from experiments.metrics import Evaluator, judge_nll, to_judge_ids, trim
 
-STRATEGIES = {"ancestral": Ancestral, "ancestral8": lambda: Ancestral(chunk=8),
-              "margin": lambda: Confidence("margin"),
-              "remdm": lambda: ReMDM("cap", eta=0.04), "left_to_right": LeftToRight}
-GUIDES = {"none": lambda ar, k: None, "edlm": lambda ar, k: EnergyGuide(ar, num_candidates=k),
-          "dcd": lambda ar, k: CopulaGuide(ar),
-          "dcd_is": lambda ar, k: CopulaISGuide(ar, num_candidates=k)}
-# (guide, K, strategy, largest step count in the default suite; None: every step count)
-CAPS = [("none", None, "ancestral", None), ("none", None, "margin", 32),
-        ("none", None, "remdm", 32),
-        ("edlm", 2, "ancestral", 16), ("edlm", 4, "ancestral", 16), ("edlm", 8, "ancestral", 8),
-        ("edlm", 2, "margin", 8), ("edlm", 4, "margin", 8), ("edlm", 8, "margin", 4),
-        ("edlm", 2, "remdm", 8), ("edlm", 4, "remdm", 8), ("edlm", 8, "remdm", 4),
-        ("dcd", None, "left_to_right", 16), ("dcd", None, "ancestral", 16),
-        ("dcd", None, "ancestral8", 16),
-        ("dcd", None, "margin", 8), ("dcd", None, "remdm", 8),
-        ("dcd_is", 4, "ancestral", 8), ("dcd_is", 4, "margin", 4), ("dcd_is", 4, "remdm", 4)]
-
-
-@dataclass
-class Method:
-    guide: str
-    k: int | None
-    strategy: str
-    cap: int | None
-
-    @property
-    def label(self) -> str:
-        return f"{self.guide}{self.k or ''}"
-
-    @property
-    def name(self) -> str:
-        return f"{self.label}/{self.strategy}"
-
-
-METHODS = [Method(*spec) for spec in CAPS]
+ROOT = Path(__file__).resolve().parents[1]
 ORACLE = (4, 8, 10)  # HMM.random(V, H, L, concentration=0.2): 4**10 sequences, enumerable
 
 
@@ -103,6 +69,27 @@ class Suite:
     steps: list[int]
     capped: bool
     rows: list[dict] = field(default_factory=list)
+    overrides: list[str] = field(default_factory=list)  # --set, applied to every method
+    hmm: object = None
+    configs: dict[tuple, DictConfig] = field(default_factory=dict)
+
+    def coordinator(self, method: Method, overrides: bool = True) -> Coordinator:
+        """The method's strategy, guide and schedule built from ``conf/`` with this suite's
+        models handed over as ``experiments.run`` hands them (``experiments.config.build``);
+        ``overrides``: apply the suite's ``--set`` overrides."""
+        key = (method.name, overrides)
+        if key not in self.configs:
+            extra = self.overrides if overrides else []
+            self.configs[key] = compose_run([*method.overrides, *extra])
+        cfg = self.configs[key]
+        choices = {"guide": method.guide, "strategy": method.strategy}
+        objects = {"ar": self.ar, "hmm": self.hmm, "eos_id": self.evaluator.eos_id,
+                   "tokenizer": getattr(self.denoiser, "tokenizer", None)}
+        shared = {k: (lambda v=v: v) for k, v in objects.items()}  # build calls callables
+        return Coordinator(self.denoiser, build(cfg.strategy, "strategy", choices, **shared),
+                           build(cfg.guide, "guide", choices, **shared),
+                           build(cfg.schedule, "schedule", choices),
+                           temperature=cfg.temperature, top_p=cfg.top_p)
 
 
 def point_seed(seed: int, steps: int) -> int:
@@ -142,8 +129,7 @@ def record(suite: Suite, out: Path, row: dict) -> None:
 
 
 def run_method(suite: Suite, method: Method, steps: int, seed: int) -> dict:
-    coord = Coordinator(suite.denoiser, STRATEGIES[method.strategy](),
-                        GUIDES[method.guide](suite.ar, method.k))
+    coord = suite.coordinator(method)
     gen = torch.Generator().manual_seed(point_seed(seed, steps))
     cpu = time.process_time()
     res = coord.generate(suite.num_samples, suite.length, steps, generator=gen,
@@ -188,7 +174,7 @@ def selected(methods: list[Method], wanted: str | None) -> list[Method]:
 def warm_up(suite: Suite) -> None:
     """Untimed: first calls allocate buffers and load kernels."""
     for guide in ("none", "dcd"):
-        Coordinator(suite.denoiser, LeftToRight(), GUIDES[guide](suite.ar, None)).generate(
+        suite.coordinator(Method(guide, None, "left_to_right", None), False).generate(
             2, suite.length, 2, generator=torch.Generator().manual_seed(0))
 
 
@@ -207,15 +193,15 @@ def run_suite(suite: Suite, methods: list[Method], a, out: Path, extra=None) -> 
 
 def run_default(a, methods: list[Method], out: Path, rows: list[dict]) -> None:
     from experiments.data import ShakespeareCorpus
-    from models import load_ar, load_denoiser
 
-    den = load_denoiser(ROOT / "models/tiny/denoiser")
-    ar, judge = load_ar(ROOT / "models/tiny/ar"), load_ar(ROOT / "models/tiny/judge")
+    models = compose_run(a.set)  # denoiser=tiny, ar=tiny, judge=tiny unless --set says otherwise
+    den, ar, judge = (build(models[g], g) for g in ("denoiser", "ar", "judge"))
     tok = den.tokenizer
     quick = a.quick
     suite = Suite("default", den, ar, Evaluator(judge, tok, tok.eos_token_id),
                   32 if quick else a.length, a.num_samples or (4 if quick else 32),
-                  a.steps or ([2, 4] if quick else [2, 4, 8, 16, 32, 64, 128]), True, rows)
+                  a.steps or ([2, 4] if quick else [2, 4, 8, 16, 32, 64, 128]), True, rows,
+                  overrides=a.set)
     data = ShakespeareCorpus(tok).sequences(8 if quick else a.reference_samples, suite.length)
     record(suite, out, {"method": "data", "guide": "data", **score(suite, data),
                         "num_samples": data.shape[0]})
@@ -233,7 +219,8 @@ def run_oracle(a, methods: list[Method], out: Path, rows: list[dict]) -> None:
     suite = Suite("oracle", HMMDenoiser(hmm), HMMAutoregressive(hmm),
                   Evaluator(HMMAutoregressive(hmm)), hmm.length,
                   a.oracle_samples or (64 if a.quick else 4096),
-                  a.steps or ([1, 2] if a.quick else [1, 2, 4, 8]), False, rows)
+                  a.steps or ([1, 2] if a.quick else [1, 2, 4, 8]), False, rows,
+                  overrides=a.set, hmm=hmm)
     print(f"oracle: {hmm!r}, random(concentration=0.2, seed=0)", flush=True)
     data = OracleCorpus(hmm).sequences(suite.num_samples, hmm.length)
     rate = hmm.entropy_rate()
@@ -256,6 +243,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--oracle-samples", type=int, help="per point, oracle suite (default 4096)")
     p.add_argument("--methods", help="comma list of names (dcd/left_to_right), guides (edlm4, "
                    "dcd), strategies (margin); 'ar' selects the AR baselines")
+    p.add_argument("--method", action="append", type=parse_method, default=[],
+                   help="add a method: <guide option>[K]/<strategy option> of conf/ "
+                   "(e.g. smc/ancestral, edlm16/margin); repeatable")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a Hydra override of conf/run.yaml for every method and the default "
+                   "suite's models (guide.beta=2, schedule=cosine, top_p=0.9); repeatable")
     p.add_argument("--length", type=int, default=128, help="default suite sequence length")
     p.add_argument("--reference-samples", type=int, default=256, help="held-out windows")
     p.add_argument("--all-steps", action="store_true", help="lift the default suite's caps")
@@ -269,7 +262,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     torch.set_num_threads(a.threads)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    methods, rows = selected(METHODS, a.methods), []
+    methods, rows = selected(METHODS + a.method, a.methods), []
     start = time.perf_counter()
     if a.from_csv:
         rows = read_csv(Path(a.from_csv))

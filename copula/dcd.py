@@ -52,6 +52,11 @@ class CopulaGuide:
     def start(self, x: torch.Tensor) -> None:
         self.drafter.reset()
 
+    def needed_rows(self, masked: torch.Tensor, request: torch.Tensor, info) -> torch.Tensor:
+        """The masked positions up to the last requested one: all of them are drafted."""
+        pos = torch.arange(masked.shape[1], device=masked.device)
+        return masked & (pos < last_needed(request))
+
     def propose(self, ctx: GuideContext, generator: torch.Generator) -> Draft:
         out = self.drafter.draft(ctx, last_needed(ctx.request), generator)
-        return Draft(tokens=out.tokens, ar_forwards=out.ar_forwards, ar_tokens=out.ar_tokens)
+        return Draft(tokens=out.tokens)

@@ -41,6 +41,10 @@ class CopulaISGuide(CopulaGuide):
         super().__init__(ar, beta, first_token)
         self.num_candidates, self.resampling = num_candidates, resampling
 
+    def needed_rows(self, masked: torch.Tensor, request: torch.Tensor, info) -> torch.Tensor:
+        """Every masked position: each candidate is a full draft."""
+        return masked
+
     def propose(self, ctx: GuideContext, generator: torch.Generator) -> Draft:
         B, L = ctx.x.shape
         k = self.num_candidates
@@ -49,5 +53,4 @@ class CopulaISGuide(CopulaGuide):
         choice = resample(weights, 1, generator, self.resampling)[:, 0]
         index = torch.arange(B, device=ctx.x.device) * k + choice
         self.drafter.keep(index)
-        return Draft(tokens=out.tokens[index], ess=effective_sample_size(weights),
-                     ar_forwards=out.ar_forwards, ar_tokens=out.ar_tokens)
+        return Draft(tokens=out.tokens[index], ess=effective_sample_size(weights))

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from decoding.sampling import inverse_cdf
+from decoding.sampling import Rows, inverse_cdf
 from decoding.types import GuideContext
 
 LOG_FLOOR = -69.0  # log(1e-30): a causal log-prob of -inf must not turn V into +inf
@@ -55,17 +55,19 @@ def log_ratio(bi: Tensor, causal: Tensor, temperature: float = 1.0) -> Tensor:
 class DraftOut:
     """Drafts of shape (B*K, L) (row b*K+j is candidate j of row b), with per-row sums of the
     draft's log-probability (log_r) and of the AR log-likelihood (log_ar) from the first
-    position that differs between candidates onwards; counts of AR calls and positions fed."""
+    position that differs between candidates onwards."""
 
     tokens: Tensor
     log_r: Tensor
     log_ar: Tensor
-    ar_forwards: int
-    ar_tokens: int
 
 
 class CopulaDrafter:
-    """Owns the AR cache of one batch; ``reset`` at the start of every batch."""
+    """Owns the AR cache of one batch; ``reset`` at the start of every batch.
+
+    Every AR forward goes through the engine's counting handle ``ctx.ar`` (the same model as
+    ``ar``); only the free cache edits use ``ar`` directly.
+    """
 
     def __init__(self, ar, beta: float = 1.0, first_token: str = "bos"):
         if first_token not in FIRST_TOKEN:
@@ -76,10 +78,9 @@ class CopulaDrafter:
     def reset(self) -> None:
         self.cache, self.fed, self.nxt = None, None, None
 
-    def _position(self, x: Tensor, masked: Tensor) -> tuple[int, int]:
-        """Cut the cache back to the still-valid prefix; returns (prefix length, AR calls)."""
+    def _position(self, ar, x: Tensor, masked: Tensor) -> int:
+        """Cut the cache back to the still-valid prefix; returns its length."""
         B, L = x.shape
-        calls = 0
         if self.cache is not None and self.fed.shape[0] == B:
             n = self.fed.shape[1]
             ok = (~masked[:, :n] & (x[:, :n] == self.fed)).all(dim=0)
@@ -87,17 +88,15 @@ class CopulaDrafter:
         else:
             self.cache, p = None, 0
         if self.cache is not None and p == self.fed.shape[1]:
-            return p, calls
+            return p
         if p == 0:  # a fresh cache: one forward over the BOS context
-            self.nxt, self.cache = self.ar.start(B)
+            self.nxt, self.cache = ar.start(B)
             self.nxt = self.nxt.to(torch.float64)
-            calls = 1
         else:
-            self.ar.crop(self.cache, p - 1)
-            self.nxt = self.ar.extend(self.cache, x[:, p - 1 : p])[:, -1].to(torch.float64)
-            calls = 1
+            ar.crop(self.cache, p - 1)
+            self.nxt = ar.extend(self.cache, x[:, p - 1 : p])[:, -1].to(torch.float64)
         self.fed = x[:, :p].clone()
-        return p, calls
+        return p
 
     def draft(self, ctx: GuideContext, end: int, generator: torch.Generator, k: int = 1,
               score_tail: bool = False) -> DraftOut:
@@ -106,13 +105,12 @@ class CopulaDrafter:
         ``score_tail``: also feed the known positions up to ``end`` so that ``log_ar`` covers
         every position (needed by the importance correction, not by plain DCD).
         """
-        x, masked = ctx.x, ctx.masked
+        x, masked, ar = ctx.x, ctx.masked, ctx.ar
         B = x.shape[0]
-        p, calls = self._position(x, masked)
-        tokens_fed = B if calls else 0
+        p = self._position(ar, x, masked)
         if k > 1:
             rep = torch.arange(B, device=x.device).repeat_interleave(k)
-            self.ar.reorder(self.cache, rep)
+            ar.reorder(self.cache, rep)
             self.nxt, self.fed = self.nxt[rep], self.fed[rep]
             x, masked = x[rep], masked[rep]
         else:
@@ -120,21 +118,21 @@ class CopulaDrafter:
         tokens = x.clone()
         log_r = torch.zeros(B * k, dtype=torch.float64, device=x.device)
         log_ar = torch.zeros_like(log_r)
-        causal = ctx.causal_log_probs() if masked[:, p:end].any() else None
+        causal = None
+        if masked[:, p:end].any():
+            causal = (ctx.causal_rows() if ctx.causal_rows is not None
+                      else Rows(ctx.causal_log_probs()))
 
         def flush(a: int, b: int) -> None:
             """Feed positions a..b-1 (scoring them under the AR model); nxt -> dist at b."""
-            nonlocal calls, tokens_fed
             if b <= a:
                 return
             seg = tokens[:, a:b]
-            out = self.ar.extend(self.cache, seg).to(torch.float64)
+            out = ar.extend(self.cache, seg).to(torch.float64)
             dists = torch.cat([self.nxt[:, None], out[:, :-1]], dim=1)
             log_ar.add_(dists.gather(-1, seg[..., None]).squeeze(-1).sum(dim=1))
             self.nxt = out[:, -1]
             self.fed = torch.cat([self.fed, seg], dim=1)
-            calls += 1
-            tokens_fed += seg.numel()
 
         a = p
         for i in range(p, end):
@@ -150,7 +148,7 @@ class CopulaDrafter:
             if i == 0 and self.first_token == "marginal":
                 logits = bi if rep is None else bi.repeat_interleave(k, dim=0)
             else:
-                tilt = log_ratio(bi, causal[base, i], ctx.marginals.temperature)
+                tilt = log_ratio(bi, causal[where], ctx.marginals.temperature)
                 if rep is not None:
                     tilt = tilt.repeat_interleave(k, dim=0)
                 logits = self.nxt[rows] + self.beta * tilt
@@ -160,7 +158,7 @@ class CopulaDrafter:
         if score_tail and end > p:
             flush(a, end - 1)
             log_ar.add_(self.nxt.gather(-1, tokens[:, end - 1 : end])[:, 0])
-        return DraftOut(tokens, log_r, log_ar, calls, tokens_fed)
+        return DraftOut(tokens, log_r, log_ar)
 
     def keep(self, index: Tensor) -> None:
         """Keep only the cache rows ``index`` (B,) after choosing one candidate per row."""

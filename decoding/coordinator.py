@@ -3,7 +3,13 @@
 One step = (1) the denoiser's marginals, (2) a guide's joint draft of values, (3) a strategy's
 choice of positions to commit (and remask). When the strategy's choice does not depend on the
 values (ancestral, left-to-right, ReMDM), it is asked first, only the chosen positions are
-drafted, and a step that chooses nothing costs no forward at all.
+drafted, and a step that chooses nothing costs no forward at all. When it chooses by the
+denoiser's score mass (SEDD's analytic and Euler steps), the denoiser runs first, then the
+strategy chooses, then only the chosen positions are drafted.
+
+The denoiser is called at its own training schedule's time with the sampler's alpha
+(``decoding.schedules.denoiser_time``), and a guide's AR calls go through a counting handle
+(``decoding.counting``): both are owned here, not by the models or the guides.
 """
 
 from __future__ import annotations
@@ -14,9 +20,16 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from decoding.counting import CountingAR
 from decoding.guides.independent import Independent
-from decoding.sampling import Marginals, check_transforms
-from decoding.schedules import LogLinear, Schedule
+from decoding.sampling import Marginals, Rows, check_transforms
+from decoding.schedules import (
+    LogLinear,
+    Schedule,
+    check_pairing,
+    denoiser_time,
+    training_schedule,
+)
 from decoding.strategies.base import Strategy
 from decoding.types import (
     Draft,
@@ -43,22 +56,55 @@ class _Batch:
         self.c = coordinator
         self.free = x == coordinator.mask_id
         self.forwards = 0
-        self._memo: dict[bool, tuple[Tensor, float, Tensor]] = {}
+        self._memo: dict[bool, tuple[Tensor, float, Rows]] = {}
+        self.log_mass: Tensor | None = None  # (B, L), of the last bidirectional call
 
     def log_probs(self, x: Tensor, t: float, causal: bool = False) -> Tensor:
+        """Every row: (B, L, V)."""
+        return self.rows(x, t, causal).data
+
+    def rows(self, x: Tensor, t: float, causal: bool = False, need: Tensor | None = None) -> Rows:
+        """The rows at ``need`` (B, L) bool (None: all), packed when the denoiser can."""
+        # A strategy that reveals by the score mass gets every row and the mass in one call;
+        # the mass depends on t even where the marginals do not.
+        with_mass = self.c.strategy.needs_mass and not causal
+        if not self.c.rows_only or with_mass:
+            need = None
         memo = self._memo.get(causal)
-        if memo is not None and torch.equal(memo[0], x) and (
-            memo[1] == t or not self.c.time_conditioned
-        ):
-            return memo[2]
-        t_vec = torch.full((x.shape[0],), t, dtype=torch.float32, device=x.device)
-        lp = self.c.denoiser.log_probs(x, t_vec, causal=causal)
-        expected = (*x.shape, self.c.vocab_size)
-        if tuple(lp.shape) != expected:
-            raise ValueError(f"denoiser returned shape {tuple(lp.shape)}, expected {expected}")
+        if memo is not None and (memo[1] == t or not (self.c.time_conditioned or with_mass)):
+            same = (memo[0] == x).all()
+            if memo[2].rows is not None:
+                same &= need is not None and not_any(need & ~memo[2].rows)
+            if same.item():  # one read per call: skipping a forward needs to know
+                return memo[2]
+        t_vec = torch.full((x.shape[0],), self.c.denoiser_time(t), dtype=torch.float32,
+                           device=x.device)
+        if need is None:
+            if with_mass:
+                lp, self.log_mass = self.c.denoiser.log_probs_with_mass(x, t_vec)
+                if tuple(self.log_mass.shape) != tuple(x.shape):
+                    raise ValueError(f"denoiser returned a score mass of shape "
+                                     f"{tuple(self.log_mass.shape)}, expected {tuple(x.shape)}")
+            else:
+                lp = self.c.denoiser.log_probs(x, t_vec, causal=causal)
+            expected = (*x.shape, self.c.vocab_size)
+            if tuple(lp.shape) != expected:
+                raise ValueError(f"denoiser returned shape {tuple(lp.shape)}, expected {expected}")
+        else:
+            lp = self.c.denoiser.log_probs(x, t_vec, causal=causal, rows=need)
+            if lp.dim() != 2 or lp.shape[-1] != self.c.vocab_size:
+                raise ValueError(f"denoiser returned shape {tuple(lp.shape)} for packed rows, "
+                                 f"expected (n, {self.c.vocab_size})")
+            torch._assert_async(need.sum() == lp.shape[0], "denoiser returned a wrong row count")
         self.forwards += 1
-        self._memo[causal] = (x.clone(), t, lp)
-        return lp
+        out = Rows(lp, need)
+        self._memo[causal] = (x.clone(), t, out)
+        return out
+
+
+def not_any(mask: Tensor) -> Tensor:
+    """A 0-dim bool tensor, True when ``mask`` holds no True (no host read)."""
+    return ~mask.any()
 
 
 class Coordinator:
@@ -68,12 +114,16 @@ class Coordinator:
         denoiser: satisfies ``decoding.protocols.Denoiser``.
         strategy: a ``decoding.strategies`` object (which positions to commit).
         guide: which values to propose (default ``Independent``: the plain parallel step).
-        schedule: noise schedule (default log-linear, as SEDD/MDLM).
+        schedule: noise schedule of the sampler (default log-linear, as SEDD/MDLM). The
+            denoiser is called at its own time with the same alpha (see
+            ``decoding.schedules.denoiser_time``); a pairing that cannot be mapped is refused.
         temperature, top_p: transforms of the marginals before any draw (nucleus as ReMDM).
+        rows_only: ask a denoiser that ``supports_rows`` for the rows each step needs only
+            (the same tokens either way; False computes every row, for comparisons).
     """
 
     def __init__(self, denoiser, strategy: Strategy, guide=None, schedule: Schedule | None = None,
-                 temperature: float = 1.0, top_p: float = 1.0):
+                 temperature: float = 1.0, top_p: float = 1.0, rows_only: bool = True):
         for attr in ("vocab_size", "mask_id", "log_probs"):
             if not hasattr(denoiser, attr):
                 raise TypeError(f"denoiser lacks `{attr}` (see decoding.protocols.Denoiser)")
@@ -87,7 +137,22 @@ class Coordinator:
         self.temperature, self.top_p = temperature, top_p
         self.vocab_size, self.mask_id = denoiser.vocab_size, denoiser.mask_id
         self.time_conditioned = bool(getattr(denoiser, "time_conditioned", True))
+        self.rows_only = bool(rows_only and getattr(denoiser, "supports_rows", False))
+        self.training_schedule = training_schedule(denoiser)
+        check_pairing(self.schedule, self.training_schedule)
+        if strategy.needs_mass and not hasattr(denoiser, "log_probs_with_mass"):
+            raise ValueError(f"{type(strategy).__name__} reveals by the denoiser's score mass, "
+                             f"which {type(denoiser).__name__} does not provide (it has no "
+                             "`log_probs_with_mass`, see decoding.protocols.Denoiser); use an "
+                             "MDLM-style strategy such as Ancestral")
         self.guide.check(denoiser)
+        ar = getattr(self.guide, "ar", None)
+        self.ar = None if ar is None else CountingAR(ar)
+
+    def denoiser_time(self, t: float) -> float:
+        """The time the denoiser is called at for the sampler's time t (t itself when the
+        sampler uses the denoiser's own schedule)."""
+        return denoiser_time(t, self.schedule, self.training_schedule)
 
     def _prompt(self, prompt: Tensor | None, n: int, length: int) -> Tensor:
         if prompt is None:
@@ -133,15 +198,17 @@ class Coordinator:
             generator = torch.Generator(device).manual_seed(int(torch.randint(2**62, ()).item()))
         if generator.device.type != device.type:
             raise ValueError(f"generator is on {generator.device}, the denoiser on {device}")
-        times = self.schedule.times(steps)
-        infos = [StepInfo(j, steps, times[j], times[j + 1], self.schedule) for j in range(steps)]
+        times = self.strategy.times(self.schedule, steps)
+        n_steps = len(times) - 1
+        infos = [StepInfo(j, n_steps, times[j], times[j + 1], self.schedule)
+                 for j in range(n_steps)]
         trace = [StepRecord(i.index, i.t, i.s) for i in infos]
         ess_sums = [[0.0, 0] for _ in infos]
         nfe = {"denoiser": 0, "ar_forwards": 0, "ar_tokens": 0}
         bs = batch_size or num_samples
         starts = range(0, num_samples, bs)
         out = []
-        bar = tqdm(total=len(starts) * steps, disable=not progress, desc="denoising")
+        bar = tqdm(total=len(starts) * n_steps, disable=not progress, desc="denoising")
         t0 = time.perf_counter()
         with torch.inference_mode():
             for start in starts:
@@ -157,6 +224,7 @@ class Coordinator:
         batch = _Batch(self, x)
         clamped = x.clone()
         confidence = torch.zeros(x.shape, dtype=torch.float64, device=x.device)
+        ar_before = self.ar.counts() if self.ar is not None else (0, 0)
         if hasattr(self.guide, "start"):
             self.guide.start(x)
         for info, rec in zip(infos, trace):
@@ -167,16 +235,17 @@ class Coordinator:
                 state = StepState(x=x, masked=masked, free=batch.free, confidence=confidence)
                 sel, draft = self._step(batch, info, state, generator)
                 x, confidence = self._apply(x, masked, batch.free, confidence, sel, draft, rec)
-                if draft is not None:
-                    nfe["ar_forwards"] += draft.ar_forwards
-                    nfe["ar_tokens"] += draft.ar_tokens
-                    if draft.ess is not None:
-                        ess_sums[info.index][0] += float(draft.ess.sum())
-                        ess_sums[info.index][1] += draft.ess.numel()
+                if draft is not None and draft.ess is not None:
+                    ess_sums[info.index][0] += float(draft.ess.sum())
+                    ess_sums[info.index][1] += draft.ess.numel()
             rec.denoiser_forwards += batch.forwards - forwards_before
             rec.seconds += time.perf_counter() - t0
             bar.update(1)
         nfe["denoiser"] += batch.forwards
+        if self.ar is not None:
+            forwards, tokens = self.ar.counts()
+            nfe["ar_forwards"] += forwards - ar_before[0]
+            nfe["ar_tokens"] += tokens - ar_before[1]
         if (x == self.mask_id).any():
             raise RuntimeError(f"{type(self.strategy).__name__} left masked positions after the "
                                "last step")
@@ -188,23 +257,46 @@ class Coordinator:
         """Ask the strategy and the guide, in the order the strategy needs."""
         if self.strategy.needs_draft:
             region = self.strategy.draft_region(info, state)
-            state.marginals = self._marginals(batch, state.x, info)
-            draft = self._propose(batch, info, state, region, generator)
+            need = self._needed_rows(state, region, info, strategy_rows=region)
+            state.marginals = self._marginals(batch, state.x, info, need)
+            draft = self._propose(batch, info, state, region, generator, need)
             state.draft, state.draft_log_q = draft.tokens, draft.log_q
             return self.strategy.select(info, state, generator), draft
+        if self.strategy.needs_mass:
+            state.marginals = self._marginals(batch, state.x, info)
+            state.log_mass = batch.log_mass
         sel = self.strategy.select(info, state, generator)
-        if not sel.reveal.any():
+        if not sel.reveal.any():  # a host read, needed to skip the forward
             return sel, None
-        state.marginals = self._marginals(batch, state.x, info)
-        return sel, self._propose(batch, info, state, sel.reveal, generator)
+        need = self._needed_rows(state, sel.reveal, info)
+        if state.marginals is None:
+            state.marginals = self._marginals(batch, state.x, info, need)
+        return sel, self._propose(batch, info, state, sel.reveal, generator, need)
 
-    def _marginals(self, batch: _Batch, x: Tensor, info: StepInfo) -> Marginals:
-        return Marginals(batch.log_probs(x, info.t), self.temperature, self.top_p)
+    def _needed_rows(self, state: StepState, request: Tensor, info: StepInfo,
+                     strategy_rows: Tensor | None = None) -> Tensor | None:
+        """(B, L) bool rows the guide (and a value-dependent strategy) will read; None: all.
 
-    def _propose(self, batch, info, state, request, generator) -> Draft:
+        A guide without ``needed_rows`` gets every row.
+        """
+        ask = getattr(self.guide, "needed_rows", None)
+        if not self.rows_only or ask is None:
+            return None
+        need = ask(state.masked, request, info)
+        if need is None:
+            return None
+        return need if strategy_rows is None else need | strategy_rows
+
+    def _marginals(self, batch: _Batch, x: Tensor, info: StepInfo,
+                   need: Tensor | None = None) -> Marginals:
+        return Marginals(batch.rows(x, info.t, need=need), self.temperature, self.top_p)
+
+    def _propose(self, batch, info, state, request, generator, need=None) -> Draft:
         ctx = GuideContext(x=state.x, masked=state.masked, request=request,
                            marginals=state.marginals, info=info,
-                           causal_log_probs=lambda: batch.log_probs(state.x, info.t, causal=True))
+                           causal_log_probs=lambda: batch.log_probs(state.x, info.t, causal=True),
+                           causal_rows=lambda: batch.rows(state.x, info.t, True, need),
+                           ar=self.ar)
         draft = self.guide.propose(ctx, generator)
         values = draft.tokens[request]
         if ((values < 0) | (values >= self.vocab_size)).any():

@@ -26,7 +26,29 @@ class Denoiser(Protocol):
         vocab_size: V, the number of real tokens.
         mask_id: the id of the MASK state (outside ``0..V-1``).
         supports_causal: whether ``log_probs(..., causal=True)`` is available.
+        supports_rows: optional (default False); whether ``log_probs`` takes ``rows``.
         max_length: longest sequence the model accepts (``None``: unbounded).
+        schedule: optional ``decoding.schedules.Schedule`` the model was trained with (default
+            log-linear, ε = 1e-3): ``t`` is a time of this schedule, and the engine maps its
+            own schedule's times to it.
+
+    Optional method ``log_probs_with_mass(x, t) -> (log_probs, log_mass)``: the (B, L, V)
+    marginals of ``log_probs`` and, from the same forward, the (B, L) log of the model's
+    concrete score's total mass over the real tokens, Σ_y s(x_t)_y (SEDD, Lou et al. 2024; the
+    true score's mass at a masked position is α_t/(1-α_t)). SEDD's own samplers
+    (``decoding.strategies.Analytic``, ``Euler``) reveal by it and need it.
+
+    Rows-only output: most of a step's rows are never read (an ancestral step out of 64
+    reveals about 1/64 of them), and the (B, L, V) output head dominates the memory and the
+    element-wise work of a call. A denoiser with ``supports_rows = True`` accepts
+    ``rows``, a (B, L) bool mask, and returns only those rows, *packed*: (n, V) for the n True
+    entries in row-major order (``decoding.sampling.Rows`` reads them by position). The
+    Coordinator builds the mask from what the step will read: the positions a
+    value-independent strategy reveals, a value-dependent strategy's draft region, and what
+    the guide declares with ``needed_rows`` (EDLM: every masked position; DCD: the masked
+    positions it drafts, for the causal call too). A denoiser without the attribute gets
+    ``log_probs(x, t, causal)`` and returns every row, as before; the tokens drawn are the
+    same either way.
     """
 
     vocab_size: int
@@ -41,9 +63,11 @@ class Denoiser(Protocol):
             t: (B,) float diffusion time.
             causal: if True, position i may only look at ``x[:, :i]`` (prefix-only context,
                 as DCD needs: log p(x0_i | x_t^{<i})).
+            rows: (only with ``supports_rows``) optional (B, L) bool, keyword argument.
 
         Returns:
-            (B, L, V) float log p(x0_i = v | x). Rows at unmasked positions are unused.
+            (B, L, V) float log p(x0_i = v | x); with ``rows``, (n, V) for its True entries
+            in row-major order. Rows at unmasked positions are unused.
         """
         ...
 
@@ -81,11 +105,6 @@ class ARModel(Protocol):
     def reorder(self, cache: Any, index: Tensor) -> None:
         """Replace the cache's batch rows by ``rows[index]``; ``index`` (B',) long."""
         ...
-
-
-def cache_length(cache: Any) -> int:
-    """Number of tokens fed into an AR cache (every cache carries a ``length`` attribute)."""
-    return int(cache.length)
 
 
 def check_vocabularies(denoiser: Denoiser, ar: ARModel) -> None:

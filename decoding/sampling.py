@@ -124,16 +124,60 @@ def check_transforms(temperature: float, top_p: float) -> None:
         raise ValueError(f"top_p must be in (0, 1], got {top_p}")
 
 
+class Rows:
+    """Per-position rows of a (B, L, V) quantity, stored in full or packed.
+
+    A denoiser asked for some rows only (``decoding.protocols.Denoiser``) returns them packed:
+    (n, V) for the n True entries of a (B, L) mask, in row-major order. ``take`` reads rows by
+    flat position either way; asking for a row that was not computed fails.
+    """
+
+    def __init__(self, data: Tensor, rows: Tensor | None = None):
+        if rows is None and data.dim() != 3:
+            raise ValueError(f"full rows must be (B, L, V), got {tuple(data.shape)}")
+        if rows is not None and (data.dim() != 2 or rows.dim() != 2):
+            raise ValueError(f"packed rows must be (n, V) with a (B, L) mask, got "
+                             f"{tuple(data.shape)} and {tuple(rows.shape)}")
+        self.data, self.rows = data, rows
+        self._slot: Tensor | None = None
+
+    @property
+    def shape(self) -> torch.Size:
+        if self.rows is None:
+            return self.data.shape
+        return torch.Size((*self.rows.shape, self.data.shape[-1]))
+
+    @property
+    def device(self) -> torch.device:
+        return self.data.device
+
+    def take(self, flat_idx: Tensor) -> Tensor:
+        """Rows at flat positions ``flat_idx`` (n,) long -> (n, V)."""
+        if self.rows is None:
+            return self.data.reshape(-1, self.data.shape[-1])[flat_idx]
+        flat = self.rows.reshape(-1)
+        if self._slot is None:
+            self._slot = flat.cumsum(0) - 1  # position -> row of the packed data
+        # Checked on the device: no host synchronisation on this path.
+        torch._assert_async(flat[flat_idx].all(), "a row was asked for that was not computed")
+        return self.data[self._slot[flat_idx]]
+
+    def __getitem__(self, where: Tensor) -> Tensor:
+        """Rows at the True entries of a (B, L) bool mask, row-major -> (n, V)."""
+        return self.take(where.reshape(-1).nonzero().squeeze(-1))
+
+
 class Marginals:
     """Per-position proposal q(x0_i | x_t): the denoiser's log-probs plus temperature/top-p.
 
     The transforms are applied lazily, by row chunks, to the rows that are asked for, so the
-    raw (B, L, V) tensor is never copied or modified (the engine may reuse it across steps).
+    raw rows are never copied or modified (the engine may reuse them across steps).
+    ``log_probs`` is a (B, L, V) tensor or a ``Rows`` (possibly packed).
     """
 
-    def __init__(self, log_probs: Tensor, temperature: float = 1.0, top_p: float = 1.0):
+    def __init__(self, log_probs: Tensor | Rows, temperature: float = 1.0, top_p: float = 1.0):
         check_transforms(temperature, top_p)
-        self.raw = log_probs
+        self.raw = log_probs if isinstance(log_probs, Rows) else Rows(log_probs)
         self.temperature = temperature
         self.top_p = top_p
 
@@ -151,12 +195,12 @@ class Marginals:
         Rows are float64 normalised log-probs, or, with ``normalized=False`` and no transform,
         the raw rows (log-probs up to a constant), which is all sampling needs.
         """
-        flat = self.raw.reshape(-1, self.raw.shape[-1])
+        # nonzero synchronises: how many rows to draw is the data's answer, not a constant.
         idx = where.reshape(-1).nonzero().squeeze(-1)
-        step = _chunk_rows(self.raw.shape[-1], num_samples)
+        step = _chunk_rows(self.shape[-1], num_samples)
         for start in range(0, idx.numel(), step):
             rows_idx = idx[start : start + step]
-            rows = flat[rows_idx]
+            rows = self.raw.take(rows_idx)
             if normalized or self.transformed:
                 rows = normalize_rows(rows, self.temperature, self.top_p)
             yield rows_idx, rows
@@ -170,7 +214,7 @@ class Marginals:
         float64 log-probabilities under q (0 elsewhere). Rows are drawn in row-major order.
         """
         k = num_samples
-        B, L, _ = self.raw.shape
+        B, L, _ = self.shape
         tokens = torch.zeros(k, B * L, dtype=torch.long, device=self.raw.device)
         log_q = torch.zeros(k, B * L, dtype=torch.float64, device=self.raw.device)
         for rows_idx, rows in self._chunks(where, normalized=False, num_samples=k):
@@ -202,5 +246,5 @@ class Marginals:
         """Normalised float64 rows at the True positions, in row-major order -> (n, V)."""
         parts = [lp for _, lp in self._chunks(where)]
         if not parts:
-            return torch.zeros(0, self.raw.shape[-1], dtype=torch.float64, device=self.raw.device)
+            return torch.zeros(0, self.shape[-1], dtype=torch.float64, device=self.raw.device)
         return torch.cat(parts)

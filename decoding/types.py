@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import torch
 from torch import Tensor
 
-from decoding.sampling import Marginals
+from decoding.counting import CountingAR
+from decoding.sampling import Marginals, Rows
 from decoding.schedules import Schedule
 
 
@@ -48,6 +48,8 @@ class StepState:
             denoiser ran (value-independent strategies).
         draft: (B, L) long drafted values at masked positions, when the strategy needs them.
         draft_log_q: (B, L) float64 log q(draft) under the marginals, when drafted.
+        log_mass: (B, L) log of the denoiser's score mass over real tokens, for strategies
+            with ``needs_mass`` (see ``decoding.protocols.Denoiser``).
     """
 
     x: Tensor
@@ -57,6 +59,7 @@ class StepState:
     marginals: Marginals | None = None
     draft: Tensor | None = None
     draft_log_q: Tensor | None = None
+    log_mass: Tensor | None = None
 
 
 @dataclass
@@ -84,6 +87,12 @@ class GuideContext:
         info: the step's place on the time grid.
         causal_log_probs: call to get the denoiser's prefix-only log-probs (B, L, V) for the
             current x (computed once, on demand, and counted by the Coordinator).
+        ar: the guide's AR model (its ``ar`` attribute) behind a ``decoding.counting.CountingAR``
+            that counts every call; guides make all their AR calls through it (None for a
+            guide without an AR model).
+        causal_rows: the same as a ``Rows``, computed only for the rows the guide declared
+            with ``needed_rows`` (every row when it declared none); index it with a (B, L)
+            bool mask.
     """
 
     x: Tensor
@@ -92,6 +101,8 @@ class GuideContext:
     marginals: Marginals
     info: StepInfo
     causal_log_probs: Callable[[], Tensor]
+    ar: CountingAR | None = None
+    causal_rows: Callable[[], Rows] | None = None
 
 
 @dataclass
@@ -103,14 +114,13 @@ class Draft:
         log_q: (B, L) float64 log q(token) under the step's marginals at drafted positions
             (the Coordinator computes it when a guide leaves it None).
         ess: (B,) float effective sample size of an importance-resampling guide, else None.
-        ar_forwards / ar_tokens: AR model calls made, and token positions they processed.
+
+    AR calls are not reported here: the engine counts them through ``GuideContext.ar``.
     """
 
     tokens: Tensor
     log_q: Tensor | None = None
     ess: Tensor | None = None
-    ar_forwards: int = 0
-    ar_tokens: int = 0
 
 
 @dataclass
@@ -145,7 +155,3 @@ class GenerationResult:
     trace: list[StepRecord] = field(default_factory=list)
     seconds: float = 0.0
     num_batches: int = 1
-
-    def to(self, device: torch.device | str) -> GenerationResult:
-        self.tokens = self.tokens.to(device)
-        return self

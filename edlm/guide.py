@@ -38,8 +38,9 @@ class EnergyGuide:
         carry_over: AR energy over the masked positions only (see ``edlm.energies``).
         temperature: > 0, divides the log-weights.
         resampling: "multinomial" or "systematic".
-        energy: callable (candidates, masked, log_q) -> (energies, forward calls); overrides
-            the AR energy (e.g. a noise-contrastive energy model).
+        energy: callable (candidates (N, L), masked (N, L), log_q (N,), ar) -> (N,) energies;
+            overrides the AR energy (e.g. a noise-contrastive energy model). ``ar`` is the
+            engine's counting handle over ``ar`` (every AR call through it is counted).
     """
 
     def __init__(self, ar, num_candidates: int = 4, window=(0.0, 1.0), carry_over: bool = False,
@@ -56,7 +57,7 @@ class EnergyGuide:
         self.ar, self.num_candidates = ar, num_candidates
         self.window = (float(t_lo), float(t_hi))
         self.temperature, self.resampling = temperature, resampling
-        self.energy = energy if energy is not None else AREnergy(ar, carry_over=carry_over)
+        self.energy = energy if energy is not None else AREnergy(carry_over=carry_over)
         self._independent = Independent()
 
     def check(self, denoiser) -> None:
@@ -64,6 +65,10 @@ class EnergyGuide:
 
     def active(self, t: float) -> bool:
         return self.num_candidates > 1 and self.window[0] <= t <= self.window[1]
+
+    def needed_rows(self, masked: torch.Tensor, request: torch.Tensor, info) -> torch.Tensor:
+        """Inside the window every candidate fills all masked positions; outside, the request."""
+        return masked if self.active(info.t) else request
 
     def propose(self, ctx: GuideContext, generator: torch.Generator) -> Draft:
         if not self.active(ctx.info.t):
@@ -77,11 +82,10 @@ class EnergyGuide:
         cands = torch.where(ctx.masked, tokens, ctx.x).transpose(0, 1)  # (B, K, L)
         log_q = log_q.transpose(0, 1)
         masked = ctx.masked[:, None, :].expand(B, k, L)
-        energy, calls = self.energy(cands.reshape(B * k, L), masked.reshape(B * k, L),
-                                    log_q.sum(dim=2).reshape(B * k))
+        energy = self.energy(cands.reshape(B * k, L), masked.reshape(B * k, L),
+                             log_q.sum(dim=2).reshape(B * k), ctx.ar)
         weights = normalized_weights(-energy.view(B, k), self.temperature)
         choice = resample(weights, 1, generator, self.resampling)[:, 0]
         rows = torch.arange(B, device=ctx.x.device)
         return Draft(tokens=cands[rows, choice], log_q=log_q[rows, choice],
-                     ess=effective_sample_size(weights), ar_forwards=calls,
-                     ar_tokens=B * k * L)
+                     ess=effective_sample_size(weights))

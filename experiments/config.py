@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from hydra.errors import InstantiationException
+from hydra.errors import CompactHydraException, InstantiationException
 from hydra.utils import get_object, instantiate
 from omegaconf import MISSING, DictConfig, OmegaConf
 
@@ -30,13 +30,17 @@ from experiments.mauve_score import FEATURES, INSTALL
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SPECIAL_KEYS = {"_target_", "_partial_", "_args_", "_recursive_", "_convert_"}
+# Model weights' precision (null: as loaded, float32); sampling stays float64 whatever it is.
+DTYPES = (None, "float32", "bfloat16", "float16")
 # Keys that may change between a run and its resumption without changing its samples.
 NON_IDENTITY_KEYS = ("steps", "logger", "progress", "device", "threads", "mauve", "name",
                      "mauve_features")
 
 
-class ConfigError(ValueError):
-    """A config value or key that cannot work; raised before any model is loaded."""
+class ConfigError(ValueError, CompactHydraException):
+    """A config value or key that cannot work; raised before any model is loaded.
+
+    Hydra prints it as one line (a traceback only with ``HYDRA_FULL_ERROR=1``)."""
 
 
 @dataclass
@@ -66,8 +70,10 @@ class RunConfig:
     mauve_features: str = "last"
     gen_ppl_convention: str = "bos"
     device: str = "cpu"
+    dtype: str | None = None
     threads: int | None = None
     progress: bool = False
+    baselines: list[str] = field(default_factory=list)  # "ar", "judge": each model alone
 
 
 ConfigStore.instance().store(name="run_schema", node=RunConfig)
@@ -91,7 +97,8 @@ def _path(rel: str) -> str:
 
 
 def _dirname(override_dirname: str) -> str:
-    return override_dirname or "default"
+    """The run folder's name: flat even when an override's value is a path (``/`` -> ``%2F``)."""
+    return (override_dirname or "default").replace("%", "%25").replace("/", "%2F")
 
 
 for _name, _fn in (("duet.device", _device), ("duet.path", _path), ("duet.dirname", _dirname)):
@@ -135,6 +142,9 @@ def validate(cfg: DictConfig) -> None:
                           f"of {', '.join(CONVENTIONS)}")
     if cfg.mauve_features not in FEATURES:
         raise ConfigError(f"mauve_features must be one of {FEATURES}, got {cfg.mauve_features!r}")
+    if cfg.get("dtype") not in DTYPES:
+        raise ConfigError(f"dtype must be one of {', '.join(map(str, DTYPES))}, "
+                          f"got {cfg.dtype!r}")
     if cfg.mauve:
         require_mauve()
 

@@ -106,7 +106,7 @@ class Infill(Task):
 
 
 class ShakespeareCorpus:
-    """Held-out windows of the validation works (``models.shakespeare``), in the denoiser's
+    """Held-out windows of the validation works (``training.shakespeare``), in the denoiser's
     tokenizer; deterministic (the first n windows)."""
 
     def __init__(self, tokenizer):
@@ -116,7 +116,7 @@ class ShakespeareCorpus:
 
     def sequences(self, n: int, length: int, generator: torch.Generator | None = None) -> Tensor:
         """(min(n, W), L) long."""
-        from models.shakespeare import validation_windows
+        from training.shakespeare import validation_windows
 
         return validation_windows(self.tokenizer, length, limit=n)
 

@@ -1,7 +1,10 @@
 """Re-score the saved samples of a run (or of every run of a sweep) with another judge.
 
-    python -m experiments.evaluate run_dir=outputs/tiny/default judge=tiny
+    python -m experiments.evaluate outputs/tiny/guide=dcd,num_samples=8 judge=tiny
     python -m experiments.evaluate run_dir=multirun/owt_sedd_medium judge=gpt2_large device=cuda
+
+The run directory may be given bare (first argument) or as ``run_dir=PATH``; either way the
+path is taken as it is, ``=`` and ``,`` included (``experiments.cli.quote_path_arg``).
 
 Writes ``eval_<judge>.jsonl`` (one line per step count) beside each run's ``metrics.jsonl``.
 Samples are re-tokenized through their text when the judge's tokenizer is not the one that
@@ -20,6 +23,8 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from experiments.cli import run_cli
+from experiments.commands import CONF_DIR
 from experiments.config import ConfigError, build
 from experiments.genppl import get_convention
 from experiments.metrics import Evaluator
@@ -85,10 +90,15 @@ def evaluate(cfg: DictConfig, choices: dict | None = None) -> dict[str, list[dic
     return {str(d): evaluate_run(d, judge, judge_name, convention) for d in dirs}
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="evaluate")
 def main(cfg: DictConfig) -> None:
     evaluate(cfg, dict(HydraConfig.get().runtime.choices))
 
 
+def cli(argv: list[str] | None = None) -> None:
+    """The command: the run directory is read before Hydra parses the rest."""
+    run_cli(main, "evaluate", argv, path_key="run_dir")
+
+
 if __name__ == "__main__":
-    main()
+    cli()

@@ -4,11 +4,13 @@
 the user sets the mode (``logger.mode=online`` or ``WANDB_MODE``), metrics plotted against
 ``num_steps``, the config, a samples table, the data reference row in the summary, and one
 W&B group per sweep name so the runs of a multirun sit together. A resumed run reuses its
-W&B id (kept in the run directory).
+W&B id (kept in the run directory); a run that finished before ``logger=wandb`` was set gets
+its W&B run from the stored metrics when the same command is rerun with it.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import uuid
 from pathlib import Path
@@ -17,6 +19,10 @@ from pathlib import Path
 class JsonlOnly:
     """No extra sink: ``metrics.jsonl`` and ``samples.jsonl`` are the record."""
 
+    def needs_replay(self, run_dir: Path) -> bool:
+        """Whether a finished run has never been sent to this sink."""
+        return False
+
     def start(self, run_dir: Path, config: dict, name: str) -> None:
         pass
 
@@ -24,6 +30,9 @@ class JsonlOnly:
         pass
 
     def log_step(self, metrics: dict) -> None:
+        pass
+
+    def log_baseline(self, name: str, metrics: dict) -> None:
         pass
 
     def log_samples(self, rows: list[dict]) -> None:
@@ -49,10 +58,15 @@ class WandbLogger(JsonlOnly):
         mode = {"dryrun": "offline", "run": "online"}.get(mode, mode)  # W&B's older names
         if mode not in ("offline", "online", "disabled"):
             raise ValueError(f"wandb mode must be offline, online or disabled, got {mode!r}")
+        if importlib.util.find_spec("wandb") is None:  # an extra: say how to get it, up front
+            raise ImportError('logger=wandb needs the wandb package: pip install "duet-dlm[wandb]"')
         self.project, self.entity, self.mode = project, entity, mode
         self.group, self.tags, self.table_rows = group, list(tags), int(table_rows)
         self.run = None
         self._defined: set[str] = set()
+
+    def needs_replay(self, run_dir: Path) -> bool:
+        return not (Path(run_dir) / "wandb_id.txt").exists()
 
     def start(self, run_dir: Path, config: dict, name: str) -> None:
         import wandb
@@ -71,6 +85,12 @@ class WandbLogger(JsonlOnly):
         for key, value in metrics.items():
             if isinstance(value, (int, float)):
                 self.run.summary[f"data/{key}"] = value
+
+    def log_baseline(self, name: str, metrics: dict) -> None:
+        """A single-model row (``experiments.baselines``): summary keys ``<name>_alone/...``."""
+        for key, value in metrics.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                self.run.summary[f"{name}_alone/{key}"] = value
 
     def log_step(self, metrics: dict) -> None:
         numbers = {k: v for k, v in metrics.items()

@@ -134,10 +134,12 @@ class Evaluator:
     def __init__(self, judge, source_tokenizer=None, eos_id: int | None = None,
                  mauve_reference: Tensor | None = None, convention: str = "bos",
                  stride: int | None = None, mauve_features: str = "last"):
-        self.convention = get_convention(convention)
+        self.rule = get_convention(convention)
         self.judge, self.source_tokenizer, self.eos_id = judge, source_tokenizer, eos_id
         self.stride, self.mauve_features = stride, mauve_features
         self.hmm = getattr(judge, "hmm", None)
+        # The name recorded in metrics lines; the oracle judge's NLL is exact, not a convention.
+        self.convention = "exact" if self.hmm is not None else self.rule.name
         self.judge_tokenizer = getattr(judge, "tokenizer", None)
         self._mauve_ref = None
         if mauve_reference is not None:
@@ -154,7 +156,7 @@ class Evaluator:
         """The samples as the convention reads them, and which tokens were generated."""
         gen = torch.ones_like(tokens, dtype=torch.bool) if prompt is None else \
             (torch.as_tensor(prompt).to(tokens.device).expand_as(tokens) != tokens)
-        seqs = trim(tokens, self.eos_id if self.convention.stop_at_eos else None)
+        seqs = trim(tokens, self.eos_id if self.rule.stop_at_eos else None)
         return seqs, [g[: len(s)] for s, g in zip(seqs, gen.tolist())]
 
     def nll(self, tokens: Tensor, prompt: Tensor | None = None) -> tuple[list[float], list[int]]:
@@ -164,7 +166,7 @@ class Evaluator:
         judge_eos = getattr(self.judge_tokenizer, "eos_token_id", None) \
             if self.judge_tokenizer is not None else self.eos_id
         return pooled_nll(self.judge, [p[0] for p in pieces], [p[1] for p in pieces],
-                          self.convention, judge_eos, self.stride)
+                          self.rule, judge_eos, self.stride)
 
     def __call__(self, tokens: Tensor, prompt: Tensor | None = None) -> dict:
         """Metrics of (N, L) long samples; ``prompt`` (N, L) the clamped rows, if any (mask id
@@ -172,18 +174,17 @@ class Evaluator:
         seqs, gen = self.samples(tokens, prompt)
         out = {"entropy": unigram_entropy([[t for t, g in zip(s, f) if g]
                                            for s, f in zip(seqs, gen)]),
-               "mean_length": sum(map(len, seqs)) / max(len(seqs), 1)}
+               "mean_length": sum(map(len, seqs)) / max(len(seqs), 1),
+               "convention": self.convention}
         if self.hmm is not None:
             out["gen_nll"] = self.hmm.gen_nll(tokens)
             out["gen_ppl"] = math.exp(out["gen_nll"])
-            out["gen_ppl_convention"] = "exact"
             out["tv"] = self._tv(tokens, prompt)
         else:
             sums, counts = self.nll(tokens, prompt)
             count = sum(counts)
             out["gen_nll"] = sum(sums) / max(count, 1)
             out["gen_ppl"] = math.exp(out["gen_nll"])
-            out["gen_ppl_convention"] = self.convention.name
             out["judged_tokens"] = count
         if self._mauve_ref is not None:
             q = judge_features(self.judge, self._judge_ids(trim(tokens, self.eos_id)),

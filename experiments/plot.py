@@ -4,8 +4,9 @@
     python -m experiments.plot multirun/shakespeare --out docs/frontier.png
 
 The figure has two panels: gen PPL against steps per method (log-log), and gen PPL against
-unigram entropy (each point one step count; the held-out data as a star). A method is one
-job of the sweep, named by its overrides (e.g. ``guide=edlm``).
+unigram entropy (each point one step count; the held-out data as a star; single-model
+baselines, ``experiments.baselines``, as horizontal lines and diamonds). A method is one job
+of the sweep, named by its overrides (e.g. ``guide=edlm``); a baseline is ``<model> alone``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from experiments.store import atomic_write, read_jsonl
 
-FIRST_COLUMNS = ["method", "guide", "strategy", "num_steps", "gen_ppl", "gen_ppl_convention",
+FIRST_COLUMNS = ["method", "guide", "strategy", "num_steps", "gen_ppl", "convention",
                  "entropy", "gen_nll",
                  "tv", "mauve", "nfe_denoiser", "nfe_ar", "ar_tokens", "seconds",
                  "samples_per_second", "num_samples", "length"]
@@ -63,7 +64,22 @@ def collect(sweep_dir: str | Path) -> list[dict]:
             key = (data.get("judge"), data.get("num_samples"))
             refs.setdefault(key, {"method": "data", "guide": "data", **data})
     rows.sort(key=lambda r: (r["method"], r.get("num_steps") or 0))
-    return rows + list(refs.values())
+    return rows + _baselines(paths) + list(refs.values())
+
+
+def _baselines(metric_paths: list[Path]) -> list[dict]:
+    """Each distinct single-model row (``experiments.baselines``) once, as ``<name> alone``.
+
+    Every job of a sweep may draw the same baseline (same model, seed, count and length give
+    the same samples), so rows are keyed by what determines them.
+    """
+    found = {}
+    for path in metric_paths:
+        for line in read_jsonl(path.parent / "baselines.jsonl")[0]:
+            key = tuple(str(line.get(k)) for k in ("baseline", "model", "judge", "num_samples",
+                                                    "length", "seed", "temperature", "top_p"))
+            found.setdefault(key, {"method": f"{line['baseline']} alone", **line})
+    return sorted(found.values(), key=lambda r: r["method"])
 
 
 def write_csv(rows: list[dict], path: str | Path) -> None:
@@ -85,7 +101,9 @@ def draw(rows: list[dict], path: str | Path, title: str | None = None) -> None:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
-    runs = [r for r in rows if r["method"] != "data" and r.get("gen_ppl") is not None]
+    runs = [r for r in rows if r["method"] != "data" and not r.get("baseline")
+            and r.get("gen_ppl") is not None]
+    alone = [r for r in rows if r.get("baseline") and r.get("gen_ppl") is not None]
     data = [r for r in rows if r["method"] == "data" and r.get("gen_ppl") is not None]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
     for method in sorted({r["method"] for r in runs}):
@@ -101,7 +119,14 @@ def draw(rows: list[dict], path: str | Path, title: str | None = None) -> None:
         ax1.axhline(r["gen_ppl"], color="gray", linestyle="--", label="data")
         ax2.scatter([r["entropy"]], [r["gen_ppl"]], marker="*", s=150, color="black",
                     label="data")
-    ppl = [r["gen_ppl"] for r in runs + data]
+    for r, style in zip(alone, ("-.", ":", (0, (5, 1, 1, 1)))):
+        label = f"{r['method']} ({r['num_steps']} AR steps)"
+        line = ax1.axhline(r["gen_ppl"], color="dimgray", linestyle=style, label=label)
+        ax2.scatter([r["entropy"]], [r["gen_ppl"]], marker="D", s=40, color="dimgray",
+                    label=r["method"])
+        ax2.annotate(r["method"], (r["entropy"], r["gen_ppl"]), fontsize=7, xytext=(3, -9),
+                     textcoords="offset points", color=line.get_color())
+    ppl = [r["gen_ppl"] for r in runs + data + alone]
     yscale = "log" if ppl and max(ppl) > 3 * min(ppl) else "linear"  # log ticks need range
     ax1.set(xscale="log", yscale=yscale, xlabel="denoising steps", ylabel="gen PPL (judge)",
             title="gen PPL vs steps")

@@ -24,8 +24,14 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from experiments import baselines
+from experiments.cli import job_setup, progress_bar, run_cli
+from experiments.commands import CONF_DIR
 from experiments.config import identity
 from experiments.distributed import Group
+from experiments.loggers import JsonlOnly
+from experiments.provenance import gen_nll_se, provenance
+from experiments.reference import reference_row
 from experiments.session import Session
 from experiments.store import RunStore, batch_plan
 
@@ -65,7 +71,7 @@ def generate_batch(s: Session, num_steps: int, batch: int, start: int, size: int
 
 
 def summarize(s: Session, num_steps: int, costs: list[dict], tokens: torch.Tensor) -> dict:
-    """The metrics line of one step count.
+    """The metrics line of one step count, with its provenance.
 
     Forward counts are per batch (a forward serves every row of its batch, so this is what
     one sample's chain needs); ``ar_tokens`` is AR positions processed per sample.
@@ -73,6 +79,7 @@ def summarize(s: Session, num_steps: int, costs: list[dict], tokens: torch.Tenso
     cfg = s.cfg
     t0 = time.perf_counter()
     quality = s.evaluator(tokens, s.prompts)
+    quality["gen_nll_se"] = gen_nll_se(s.evaluator, tokens, s.prompts)
     seconds = sum(c["seconds"] for c in costs)
     n = tokens.shape[0]
     ess = [c["ess"] for c in costs if c["ess"] is not None]
@@ -85,27 +92,21 @@ def summarize(s: Session, num_steps: int, costs: list[dict], tokens: torch.Tenso
             "ess": sum(ess) / len(ess) if ess else None,
             "seconds": seconds, "samples_per_second": n / seconds if seconds > 0 else None,
             "eval_seconds": time.perf_counter() - t0}
+    for key, value in provenance(cfg, s.denoiser, s.evaluator, n).items():
+        line.setdefault(key, value)  # a value the evaluator reports itself wins
     return line
 
 
 def _reference(s: Session, store: RunStore, logger) -> None:
-    if store.reference() is not None or s.cfg.reference_samples == 0 or s.held_out is None:
+    if store.reference() is not None:
         return
-    data = s.held_out[: s.cfg.reference_samples]
-    metrics = {"judge": s.name_of("judge"), "num_samples": int(data.shape[0]),
-               **s.evaluator(data)}
-    if s.evaluator.hmm is not None:
-        metrics["entropy_rate"] = _exact_entropy_rate(s.evaluator.hmm)
+    metrics = reference_row(s, s.name_of("judge"))
+    if metrics is None:
+        return
     store.write_reference(metrics)
     logger.log_reference(metrics)
-    log.info("data reference: %s", {k: v for k, v in metrics.items() if k != "judge"})
-
-
-def _exact_entropy_rate(hmm) -> float | None:
-    try:
-        return hmm.entropy_rate()
-    except ValueError:
-        return None
+    log.info("data reference: %s", {k: metrics.get(k) for k in ("gen_ppl", "entropy", "tv")
+                                     if metrics.get(k) is not None})
 
 
 def run(cfg: DictConfig, run_dir: str | Path, choices: dict | None = None) -> list[dict]:
@@ -122,22 +123,51 @@ def run(cfg: DictConfig, run_dir: str | Path, choices: dict | None = None) -> li
         if group.is_main:
             store.open(identity(cfg), OmegaConf.to_yaml(cfg, resolve=True))
             state = store.state()
+            state["baselines"] = baselines.pending(cfg, Path(run_dir))
         state = group.broadcast(state)
         todo = [int(t) for t in cfg.steps if int(t) not in state["finished"]]
-        if todo:
+        if todo or state["baselines"]:
             _run_steps(s, group, store, state, todo, Path(run_dir))
+        elif group.is_main:
+            log.info("already complete: nothing to do (%s)", run_dir)
+            _replay(s, store, Path(run_dir))
         group.barrier()
         if not group.is_main:
             return []
         finished = store.state()["finished"]
         return [finished[int(t)] for t in cfg.steps if int(t) in finished]
     finally:
+        if store is not None:
+            store.close()
         group.close()
+
+
+def _replay(s: Session, store: RunStore, run_dir: Path) -> None:
+    """A finished run first seen by an extra logger (``logger=wandb`` on a rerun) gets the
+    stored reference row, metrics and samples, without loading a model."""
+    logger = s.build("logger")
+    if type(logger) is JsonlOnly or not logger.needs_replay(run_dir):
+        return
+    logger.start(run_dir, s.resolved(), run_dir.name)
+    try:
+        ref = store.reference()
+        if ref is not None:
+            logger.log_reference(ref)
+        finished = store.state()["finished"]
+        for num_steps in sorted(finished):
+            logger.log_step(finished[num_steps])
+        for line in baselines.stored(run_dir):
+            logger.log_baseline(line["baseline"], line)
+        logger.log_samples(store.samples())
+        log.info("logged the stored results to %s", type(logger).__name__)
+    finally:
+        logger.finish()
 
 
 def _run_steps(s: Session, group: Group, store, state: dict, todo: list[int], run_dir: Path):
     cfg = s.cfg
     s.load()
+    names = baselines.check(cfg.baselines, prompted=s.prompts is not None)
     logger = None
     if group.is_main:
         logger = s.build("logger")
@@ -145,11 +175,12 @@ def _run_steps(s: Session, group: Group, store, state: dict, todo: list[int], ru
         if s.tokenizer is not None:
             (run_dir / "tokenizer.txt").write_text(str(s.tokenizer.name_or_path))
         _reference(s, store, logger)
+    plan = batch_plan(int(cfg.num_samples), int(cfg.batch_size))
+    pending_of = {t: [p for p in plan if p[0] not in state["batches"].get(t, {})] for t in todo}
+    bar = progress_bar(sum(map(len, pending_of.values())), s.cfg, group.is_main)
     try:
-        plan = batch_plan(int(cfg.num_samples), int(cfg.batch_size))
         for num_steps in todo:
-            done = state["batches"].get(num_steps, {})
-            pending = [p for p in plan if p[0] not in done]
+            pending = pending_of[num_steps]
             if len(pending) < len(plan):
                 log.info("steps=%d: resuming, %d of %d batches done", num_steps,
                          len(plan) - len(pending), len(plan))
@@ -162,29 +193,38 @@ def _run_steps(s: Session, group: Group, store, state: dict, todo: list[int], ru
                     for res in results:
                         if res is not None:
                             store.append_batch(res["cost"], res["rows"])
+                            bar.advance(res["cost"]["n"], res["cost"]["seconds"], num_steps)
             if group.is_main:
                 costs = list(store.state()["batches"][num_steps].values())
                 line = summarize(s, num_steps, costs, store.tokens(num_steps))
-                store.append_metrics(line)
-                logger.log_step(line)
+                if store.append_metrics(line):
+                    logger.log_step(line)
                 log.info("steps=%d gen_ppl=%.3f entropy=%.3f seconds=%.1f", num_steps,
                          line["gen_ppl"], line["entropy"], line["seconds"])
             group.barrier()
         if group.is_main:
+            baselines.run_baselines(s, names, run_dir, logger)
             logger.log_samples(store.samples())
     finally:
+        bar.close()
         if logger is not None:
             logger.finish()
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="run")
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="run")
 def main(cfg: DictConfig) -> None:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # one bar per checkpoint load clutters sweep logs
     hc = HydraConfig.get()
+    job_setup(hc)
     run(cfg, hc.runtime.output_dir, dict(hc.runtime.choices))
 
 
+def cli(argv: list[str] | None = None) -> None:
+    """The command: checks the overrides' keys first, stops cleanly on Ctrl-C."""
+    run_cli(main, "run", argv)
+
+
 if __name__ == "__main__":
-    main()
+    cli()

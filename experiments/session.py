@@ -7,16 +7,66 @@ on the rank that evaluates, the oracle only for an ``hmm`` option).
 
 from __future__ import annotations
 
+import json
+import warnings
 from functools import cached_property
+from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
 from decoding import Coordinator
 from experiments.config import ConfigError, build, check_keys, validate
 from experiments.metrics import Evaluator
+from models import check_shared_tokenizer
 
 GROUPS = ("denoiser", "ar", "judge", "strategy", "guide", "schedule", "data", "corpus", "oracle",
           "logger")
+
+
+def _config_json(name_or_path: str) -> dict | None:
+    """A checkpoint's config.json from a local folder or the local hub cache (no download)."""
+    path = Path(name_or_path).expanduser() / "config.json"
+    if not path.exists():
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = try_to_load_from_cache(str(name_or_path), "config.json")
+        except Exception:  # not a hub id
+            return None
+        if not isinstance(cached, str):
+            return None
+        path = Path(cached)
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def declared_max_length(cfg: DictConfig) -> int | None:
+    """The denoiser's longest sequence as its config states it, read before any weights load:
+    the oracle's length, or config.json's ``ddit.max_length`` (duet), ``model_length``
+    (MDLM), ``model.length`` (SEDD), ``n_positions``/``max_position_embeddings``."""
+    node = cfg.get("denoiser")
+    if not isinstance(node, DictConfig):
+        return None
+    target = str(node.get("_target_", ""))
+    if target.endswith("HMMDenoiser"):
+        oracle = cfg.get("oracle")
+        length = oracle.get("length") if isinstance(oracle, DictConfig) else None
+        return int(length) if isinstance(length, int) else None
+    if "name_or_path" not in node:
+        return None
+    conf = _config_json(str(node.name_or_path))
+    if conf is None:
+        return None
+    conf = conf.get("config", conf)  # some SEDD uploads nest the run config
+    for value in (conf.get("ddit", {}).get("max_length"), conf.get("model_length"),
+                  (conf.get("model") or {}).get("length") if isinstance(conf.get("model"),
+                                                                       dict) else None,
+                  conf.get("n_positions"), conf.get("max_position_embeddings")):
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
 
 
 class Session:
@@ -32,6 +82,10 @@ class Session:
         self.cfg, self.choices = cfg, dict(choices or {})
         check_keys(cfg, GROUPS, self.choices)
         _ = self.schedule  # built now so that a bad value fails before any model loads
+        declared = declared_max_length(cfg)
+        if declared is not None and cfg.length > declared:
+            raise ConfigError(f"length {cfg.length} exceeds the maximum {declared} of "
+                              f"denoiser={self.name_of('denoiser')} (from its config)")
         if not self._strategy_wants_eos():
             self.check_steps()
 
@@ -78,7 +132,23 @@ class Session:
 
     @cached_property
     def ar(self):
-        return self.build("ar", hmm=lambda: self.oracle)
+        model = self.build("ar", hmm=lambda: self.oracle)
+        if model is not None:
+            self._check_pair(model)
+        return model
+
+    def _check_pair(self, ar) -> None:
+        """The AR model must speak the denoiser's token ids: mask id, vocabulary size, and the
+        same ids on probe strings (``models.check_shared_tokenizer``)."""
+        untokenized = all(getattr(m, "tokenizer", None) is None for m in (self.denoiser, ar))
+        try:
+            with warnings.catch_warnings():
+                if untokenized:  # the HMM oracle: no text to probe, only ids and sizes
+                    warnings.simplefilter("ignore")
+                check_shared_tokenizer(self.denoiser, ar)
+        except ValueError as err:
+            raise ConfigError(f"ar={self.name_of('ar')} with denoiser="
+                              f"{self.name_of('denoiser')}: {err}") from err
 
     @cached_property
     def schedule(self):
@@ -92,6 +162,7 @@ class Session:
         for steps in self.cfg.steps:
             try:
                 self.strategy.check(int(steps), int(self.cfg.length))
+                self.strategy.times(self.schedule, int(steps))
             except ValueError as err:
                 raise ConfigError(f"steps={steps} with strategy={self.name_of('strategy')}: "
                                   f"{err}") from err
@@ -107,7 +178,8 @@ class Session:
         try:
             return Coordinator(*parts, temperature=self.cfg.temperature, top_p=self.cfg.top_p)
         except ValueError as err:
-            raise ConfigError(f"guide={self.name_of('guide')} with denoiser="
+            raise ConfigError(f"strategy={self.name_of('strategy')}, guide="
+                              f"{self.name_of('guide')} with denoiser="
                               f"{self.name_of('denoiser')}: {err}") from err
 
     @cached_property

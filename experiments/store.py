@@ -12,6 +12,10 @@ A batch's cost line is written and fsynced before its samples; a batch counts as
 when its cost line and all its samples are present. On start, a torn last line (a crash
 mid-write) and the samples of unfinished batches are dropped, so a rerun regenerates exactly
 those batches with their own seeds and the result equals an uninterrupted run.
+
+One process writes a run directory at a time (``experiments.lock.RunLock``, held from
+``open`` to ``close``). Lines repeated by an older, unlocked writer are dropped on start, and
+an append never repeats a batch or a step count already on disk.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from pathlib import Path
 import torch
 
 from experiments.config import ConfigError
+from experiments.lock import RunLock
 
 
 def atomic_write(path: Path, text: str) -> None:
@@ -67,20 +72,45 @@ def batch_plan(num_samples: int, batch_size: int) -> list[tuple[int, int, int]]:
             for b, s in enumerate(range(0, num_samples, batch_size))]
 
 
+def _first_of(rows: list[dict], key) -> list[dict]:
+    seen, out = set(), []
+    for r in rows:
+        k = key(r)
+        if k not in seen:
+            seen.add(k)
+            out.append(r)
+    return out
+
+
 class RunStore:
     """Reads and appends the files of ``run_dir`` (only rank 0 touches them)."""
 
-    def __init__(self, run_dir: str | Path):
+    def __init__(self, run_dir: str | Path, lock_wait: float = 60.0):
         self.dir = Path(run_dir)
+        self.lock = RunLock(self.dir, wait=lock_wait)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.metrics_path = self.dir / "metrics.jsonl"
         self.samples_path = self.dir / "samples.jsonl"
         self.batches_path = self.dir / "batches.jsonl"
         self.reference_path = self.dir / "reference.json"
         self._identity: dict | None = None  # to be written with the first batch
+        self._done: set[tuple[int, int]] = set()  # (num_steps, batch) on disk
+        self._finished: set[int] = set()  # step counts with a metrics line
 
     def open(self, identity: dict, config_yaml: str) -> None:
-        """Refuse a run directory made by a different config; write the config; repair."""
+        """Take the lock; refuse a run directory made by a different config; write the
+        config; repair. Call ``close`` when done (the lock also ends with the process)."""
+        self.lock.acquire()
+        try:
+            self._open(identity, config_yaml)
+        except BaseException:
+            self.lock.release()
+            raise
+
+    def close(self) -> None:
+        self.lock.release()
+
+    def _open(self, identity: dict, config_yaml: str) -> None:
         path = self.dir / "identity.json"
         if path.exists():
             old = json.loads(path.read_text())
@@ -94,23 +124,30 @@ class RunStore:
         self.repair()
 
     def repair(self) -> None:
-        """Drop torn lines and samples of batches that did not finish."""
+        """Drop torn lines, repeated lines (first copy kept) and samples of batches that did
+        not finish."""
         metrics, torn_m = read_jsonl(self.metrics_path)
-        if torn_m:
-            atomic_write(self.metrics_path, "".join(json.dumps(m) + "\n" for m in metrics))
+        kept_m = _first_of(metrics, lambda m: m["num_steps"])
+        if torn_m or len(kept_m) != len(metrics):
+            atomic_write(self.metrics_path, "".join(json.dumps(m) + "\n" for m in kept_m))
         batches, torn_b = read_jsonl(self.batches_path)
         samples, torn_s = read_jsonl(self.samples_path)
-        stats = {(b["num_steps"], b["batch"]): b for b in batches}
+        stats = {}
+        for b in batches:
+            stats.setdefault((b["num_steps"], b["batch"]), b)
+        unique_s = _first_of(samples, lambda s: (s["num_steps"], s["index"]))
         counts = defaultdict(int)
-        for s in samples:
+        for s in unique_s:
             counts[(s["num_steps"], s["batch"])] += 1
         done = {key for key, b in stats.items() if counts[key] == b["n"]}
-        kept_s = [s for s in samples if (s["num_steps"], s["batch"]) in done]
+        kept_s = [s for s in unique_s if (s["num_steps"], s["batch"]) in done]
         kept_b = [b for key, b in stats.items() if key in done]
         if torn_s or len(kept_s) != len(samples):
             atomic_write(self.samples_path, "".join(json.dumps(s) + "\n" for s in kept_s))
         if torn_b or len(kept_b) != len(batches):
             atomic_write(self.batches_path, "".join(json.dumps(b) + "\n" for b in kept_b))
+        self._done = set(done)
+        self._finished = {m["num_steps"] for m in kept_m}
 
     def state(self) -> dict:
         """{"finished": {num_steps: metrics line}, "batches": {num_steps: {batch: cost line}}}."""
@@ -120,7 +157,11 @@ class RunStore:
             batches[b["num_steps"]][b["batch"]] = b
         return {"finished": finished, "batches": dict(batches)}
 
-    def append_batch(self, cost: dict, rows: list[dict]) -> None:
+    def append_batch(self, cost: dict, rows: list[dict]) -> bool:
+        """Append one finished batch unless it is already on disk; returns whether written."""
+        key = (cost["num_steps"], cost["batch"])
+        if key in self._done:
+            return False
         if self._identity is not None:
             # Bound to the settings only once it holds samples: a run that failed before
             # generating anything may be rerun with corrected settings.
@@ -129,9 +170,16 @@ class RunStore:
             self._identity = None
         _append(self.batches_path, [cost])
         _append(self.samples_path, rows)
+        self._done.add(key)
+        return True
 
-    def append_metrics(self, line: dict) -> None:
+    def append_metrics(self, line: dict) -> bool:
+        """Append a step count's metrics line unless it has one; returns whether written."""
+        if line["num_steps"] in self._finished:
+            return False
         _append(self.metrics_path, [line])
+        self._finished.add(line["num_steps"])
+        return True
 
     def samples(self, num_steps: int | None = None) -> list[dict]:
         rows = read_jsonl(self.samples_path)[0]

@@ -1,8 +1,9 @@
 """An ARModel adapter over transformers causal LMs, and the DLM/AR tokenizer check.
 
 ``HFCausalLM`` satisfies ``decoding.protocols.ARModel``: batch scoring with the model's own BOS
-prepended, and an incremental API over a transformers ``DynamicCache`` whose first entry is
-always that BOS (so ``crop(cache, 0)`` returns to the state right after ``start``).
+prepended, and an incremental API over a transformers KV cache (dynamic by default, or static:
+see ``models.kv_cache``) whose first entry is always that BOS (so ``crop(cache, 0)`` returns to
+the state right after ``start``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+
+from .kv_cache import check_kind, compiled_step, new_cache
 
 __all__ = ["ARCache", "HFCausalLM", "check_shared_tokenizer", "load_ar"]
 
@@ -48,6 +51,10 @@ class HFCausalLM(nn.Module):
             tokenizer's length less a mask token listed last), so padded embedding rows are
             never returned (GPT-2: 50257).
         max_batch_tokens: ``log_probs`` scores at most about this many tokens per forward.
+        cache: "dynamic" (grows by concatenation; the faster one on a CPU) or "static"
+            (preallocated to the model's maximum length; crop moves a pointer).
+        compile_step: with the static cache on CUDA, run one-token steps through
+            ``torch.compile(mode="reduce-overhead")`` (CUDA graphs). Refused on other devices.
     """
 
     def __init__(
@@ -57,6 +64,8 @@ class HFCausalLM(nn.Module):
         bos_id: int | None = None,
         vocab_size: int | None = None,
         max_batch_tokens: int = 8192,
+        cache: str = "dynamic",
+        compile_step: bool = False,
     ):
         super().__init__()
         self.model = model.eval()
@@ -79,6 +88,9 @@ class HFCausalLM(nn.Module):
         self.bos_id = int(bos_id)
         self.max_length = self._max_positions(config)
         self.max_batch_tokens = int(max_batch_tokens)
+        check_kind(cache, compile_step)
+        self.cache_kind, self.compile_step = cache, bool(compile_step)
+        self._step_fn = None  # the compiled one-token forward, built on first use
         params = inspect.signature(model.forward).parameters
         # transformers 5.x renamed past_key_values to cache; accept either generation.
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
@@ -90,6 +102,24 @@ class HFCausalLM(nn.Module):
             if isinstance(value, int) and value > 0:
                 return value
         return None
+
+    @property
+    def context(self) -> int | None:
+        """Most inputs (BOS included) one prediction can depend on; None: the whole prefix.
+
+        With sliding-window attention of w positions in each of n layers, row i depends on
+        inputs i - n(w-1) .. i only. The model's own mask enforces the window in every path;
+        the cache still keeps every position (full layers), so ``crop`` can return to any
+        prefix and the windowed mask gives exactly the batch path's numbers.
+        """
+        config = self.model.config
+        window = getattr(config, "sliding_window", None)
+        kinds = getattr(config, "layer_types", None) or ()
+        if (not isinstance(window, int) or window <= 0
+                or getattr(config, "use_sliding_window", True) is False
+                or any(kind != "sliding_attention" for kind in kinds)):
+            return None  # some layer sees the whole prefix
+        return int(config.num_hidden_layers) * (window - 1) + 1
 
     @property
     def device(self) -> torch.device:
@@ -118,13 +148,21 @@ class HFCausalLM(nn.Module):
     def _log_softmax(self, logits: Tensor) -> Tensor:
         return torch.log_softmax(logits[..., : self.vocab_size].float(), dim=-1)
 
-    def _forward(self, ids: Tensor, kv: Any = None) -> Tensor:
+    def _forward(self, ids: Tensor, kv: Any = None, past: int = 0) -> Tensor:
+        """Logits of ``ids`` fed after ``past`` cached positions (BOS included)."""
         kwargs = {self._cache_kw: kv, "use_cache": kv is not None}
         # Nothing is padded; an explicit all-ones mask says so (transformers warns otherwise
-        # when a real token shares the pad id).
-        past = kv.get_seq_length() if kv is not None else 0
-        mask = torch.ones(ids.shape[0], past + ids.shape[1], dtype=torch.long, device=ids.device)
-        return self.model(input_ids=ids, attention_mask=mask, **kwargs).logits
+        # when a real token shares the pad id). A static cache is masked over its full
+        # length: entries past the pointer are never attended, attention being causal.
+        static = self.cache_kind == "static" and kv is not None
+        width = self.max_length if static else past + ids.shape[1]
+        mask = torch.ones(ids.shape[0], width, dtype=torch.long, device=ids.device)
+        model = self.model
+        if static and self.compile_step and ids.shape[1] == 1:
+            if self._step_fn is None:
+                self._step_fn = compiled_step(self.model, ids.device)
+            model = self._step_fn
+        return model(input_ids=ids, attention_mask=mask, **kwargs).logits
 
     def log_probs(self, x: Tensor) -> Tensor:
         """(B, L) long -> (B, L, V) float32; row i = log p(x_i | BOS, x_<i).
@@ -164,13 +202,10 @@ class HFCausalLM(nn.Module):
         """Feed BOS to ``batch_size`` rows: returns (log p(x_0 | BOS) (B, V), cache of length 0)."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        from transformers import DynamicCache
-
+        if self.compile_step and self.device.type != "cuda":
+            compiled_step(self.model, self.device)  # raises with the reason
         with torch.inference_mode():
-            try:
-                kv = DynamicCache(config=self.model.config)
-            except TypeError:  # transformers 4.x takes no config
-                kv = DynamicCache()
+            kv = new_cache(self.model, self.cache_kind, self.max_length)
             bos = torch.full((batch_size, 1), self.bos_id, dtype=torch.long, device=self.device)
             logp = self._log_softmax(self._forward(bos, kv))[:, 0]
         return logp, ARCache(kv=kv, length=0, batch_size=batch_size)
@@ -185,7 +220,7 @@ class HFCausalLM(nn.Module):
                 )
             if tokens.shape[1] == 0:
                 return torch.zeros(cache.batch_size, 0, self.vocab_size, device=tokens.device)
-            logp = self._log_softmax(self._forward(tokens, cache.kv))
+            logp = self._log_softmax(self._forward(tokens, cache.kv, past=1 + cache.length))
             cache.length += tokens.shape[1]
         return logp
 
@@ -220,17 +255,21 @@ def load_ar(
     device: Any = None,
     dtype: Any = None,
     trust_remote_code: bool = False,
+    cache: str = "dynamic",
+    compile_step: bool = False,
 ) -> HFCausalLM:
     """Load a transformers causal LM (hub id or folder) and its tokenizer as an HFCausalLM.
 
-    ``dtype`` may be a torch dtype or its name; remote code runs only if the caller asks.
+    ``dtype`` may be a torch dtype or its name ("float32", "bfloat16", "float16"; log-probs
+    are returned in float32 whatever it is); remote code runs only if the caller asks.
+    ``cache`` and ``compile_step`` choose the incremental KV cache (see ``HFCausalLM``).
     """
+    check_kind(cache, compile_step)
     from transformers import AutoModelForCausalLM
 
-    from .loading import load_tokenizer
+    from .loading import load_tokenizer, parse_dtype
 
-    if isinstance(dtype, str):
-        dtype = getattr(torch, dtype.removeprefix("torch."))
+    dtype = parse_dtype(dtype)
     try:
         kwargs = {} if dtype is None else {"dtype": dtype}
         model = AutoModelForCausalLM.from_pretrained(
@@ -244,7 +283,8 @@ def load_ar(
         ) from err
     if device is not None:
         model = model.to(device)
-    return HFCausalLM(model, tokenizer=load_tokenizer(name_or_path))
+    return HFCausalLM(model, tokenizer=load_tokenizer(name_or_path), cache=cache,
+                      compile_step=compile_step)
 
 
 def _real_tokens(tokenizer: Any, default: int) -> int:

@@ -210,9 +210,13 @@ class _OutputLayer(nn.Module):
         for p in (*self.linear.parameters(), *self.adaLN_modulation.parameters()):
             nn.init.zeros_(p)
 
-    def forward(self, x: Tensor, c: Tensor) -> Tensor:
+    def features(self, x: Tensor, c: Tensor) -> Tensor:
+        """(B, L, H) trunk output -> (B, L, H) modulated features the linear head reads."""
         shift, scale = self.adaLN_modulation(c).chunk(2, dim=-1)
-        return self.linear(_modulate(self.norm_final(x), shift, scale))
+        return _modulate(self.norm_final(x), shift, scale)
+
+    def forward(self, x: Tensor, c: Tensor) -> Tensor:
+        return self.linear(self.features(x, c))
 
 
 class DDiT(nn.Module):
@@ -232,7 +236,22 @@ class DDiT(nn.Module):
         self.output_layer = _OutputLayer(config)
 
     def forward(self, x: Tensor, sigma: Tensor, causal: bool = False) -> Tensor:
-        """Raw logits.
+        """Raw logits (B, L, vocab_size) float32 (arguments as ``trunk``)."""
+        h, c = self.trunk(x, sigma, causal)
+        return self.output_layer(h, c).float()
+
+    def head_features(self, x: Tensor, sigma: Tensor, causal: bool = False) -> Tensor:
+        """(B, L, H) features before the output projection ``output_layer.linear``.
+
+        Callers that need only some rows, or the logits in chunks, apply the projection
+        themselves (``models.denoisers``): the (B, L, vocab_size) logits are the largest
+        tensor of a forward.
+        """
+        h, c = self.trunk(x, sigma, causal)
+        return self.output_layer.features(h, c)
+
+    def trunk(self, x: Tensor, sigma: Tensor, causal: bool = False) -> tuple[Tensor, Tensor]:
+        """The transformer without its output layer.
 
         Args:
             x: (B, L) long token ids in ``0 .. vocab_size-1`` (the last one being the mask).
@@ -242,7 +261,7 @@ class DDiT(nn.Module):
                 same weights); DCD uses this for prefix-only marginals.
 
         Returns:
-            (B, L, vocab_size) float32 logits.
+            (B, L, H) hidden states and (B, C) conditioning, in the weights' dtype.
         """
         if x.dim() != 2:
             raise ValueError(f"x must be (B, L), got shape {tuple(x.shape)}")
@@ -258,4 +277,4 @@ class DDiT(nn.Module):
         rope = self.rotary_emb(x.shape[1], x.device)
         for block in self.blocks:
             h = block(h, rope, c, causal)
-        return self.output_layer(h, c).float()
+        return h, c

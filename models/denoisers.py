@@ -26,24 +26,28 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from decoding.schedules import EPS, LogLinear, Schedule, loglinear_sigma
+
 from .ddit import DDiT
+from .output_head import head_log_probs
 
 __all__ = ["MDLMDenoiser", "SEDDDenoiser", "loglinear_sigma"]
 
 
-def loglinear_sigma(t: Tensor, eps: float = 1e-3) -> Tensor:
-    """Total noise of the log-linear schedule, σ(t) = -log(1 - (1 - eps) t); (B,) -> (B,)."""
-    return -torch.log1p(-(1.0 - eps) * t.float())
-
-
 class _DDiTDenoiser(nn.Module):
-    """Shared input checks and output head; subclasses choose the noise input."""
+    """Shared input checks and output head; subclasses choose the noise input.
+
+    ``schedule`` is the noise schedule the network was trained with (log-linear with the
+    given ε): its time t is what ``log_probs`` takes, and its σ(t) is the noise input. The
+    engine maps a sampler's time to this one (``decoding.schedules.denoiser_time``).
+    """
 
     parameterization: str = ""
     supports_causal: bool = True
+    supports_rows: bool = True
     time_conditioned: bool = True
 
-    def __init__(self, backbone: DDiT, eps: float = 1e-3, tokenizer: Any = None):
+    def __init__(self, backbone: DDiT, eps: float = EPS, tokenizer: Any = None):
         super().__init__()
         if not isinstance(backbone, DDiT):
             raise TypeError(f"backbone must be a models.ddit.DDiT, got {type(backbone).__name__}")
@@ -51,6 +55,7 @@ class _DDiTDenoiser(nn.Module):
             raise ValueError(f"eps must be in (0, 1), got {eps}")
         self.backbone = backbone
         self.eps = float(eps)
+        self.schedule: Schedule = LogLinear(self.eps)
         self.vocab_size = backbone.config.vocab_size - 1
         self.mask_id = self.vocab_size
         self.max_length = backbone.config.max_length
@@ -106,21 +111,45 @@ class _DDiTDenoiser(nn.Module):
             raise ValueError(f"t must lie in [0, 1], got values in [{t_lo}, {t_hi}]")
         return x.long(), t
 
-    def log_probs(self, x: Tensor, t: Tensor | float, causal: bool = False) -> Tensor:
-        """log p(x0_i = v | x_t) for every position.
+    def log_probs(self, x: Tensor, t: Tensor | float, causal: bool = False,
+                  rows: Tensor | None = None) -> Tensor:
+        """log p(x0_i = v | x_t) for every position, or for the positions in ``rows``.
 
         Args:
             x: (B, L) long, real tokens or ``mask_id``.
             t: (B,) float diffusion time in [0, 1] (a scalar is broadcast).
             causal: position i attends to positions <= i only; its own input is the mask
                 wherever its row is used, so this is the prefix-only context ``x[:, :i]``.
+            rows: optional (B, L) bool, the positions whose rows are wanted.
 
         Returns:
-            (B, L, V) float32, normalised over the V real tokens.
+            float32 normalised over the V real tokens: (B, L, V), or (n, V) for the n True
+            entries of ``rows`` in row-major order. The output head runs in chunks and only
+            on the rows returned (``models.output_head``).
         """
         x, t = self._check(x, t)
-        logits = self.backbone(x, self.noise_input(t), causal=causal)
-        return torch.log_softmax(logits[..., : self.vocab_size], dim=-1)
+        if rows is not None and (rows.dtype != torch.bool or rows.shape != x.shape):
+            raise ValueError(f"rows must be a (B, L) = {tuple(x.shape)} bool mask, got "
+                             f"{rows.dtype} {tuple(rows.shape)}")
+        feats = self.backbone.head_features(x, self.noise_input(t), causal=causal)
+        linear = self.backbone.output_layer.linear
+        return head_log_probs(feats, linear.weight, linear.bias, self.vocab_size, rows)
+
+    def log_probs_with_mass(self, x: Tensor, t: Tensor | float) -> tuple[Tensor, Tensor]:
+        """The marginals and the log of the score's total mass, from one forward.
+
+        Returns ((B, L, V) float32 as ``log_probs``, (B, L) float32 log Σ_y s(x_t)_y over the
+        real tokens y). At a masked position the true score is p(x0_i = y | x_t)·α_t/(1-α_t)
+        (SEDD, absorbing graph), so the mass is what SEDD's own samplers reveal by.
+        """
+        x, t = self._check(x, t)
+        feats = self.backbone.head_features(x, self.noise_input(t))
+        linear = self.backbone.output_layer.linear
+        lp = head_log_probs(feats, linear.weight, linear.bias, self.vocab_size)
+        return lp, self._log_mass(x, t, feats, lp)
+
+    def _log_mass(self, x: Tensor, t: Tensor, feats: Tensor, lp: Tensor) -> Tensor:
+        raise NotImplementedError
 
     def forward(self, x: Tensor, t: Tensor | float, causal: bool = False) -> Tensor:
         return self.log_probs(x, t, causal=causal)
@@ -151,7 +180,7 @@ class MDLMDenoiser(_DDiTDenoiser):
         self,
         backbone: DDiT,
         time_conditioning: bool = False,
-        eps: float = 1e-3,
+        eps: float = EPS,
         tokenizer: Any = None,
     ):
         super().__init__(backbone, eps=eps, tokenizer=tokenizer)
@@ -164,7 +193,12 @@ class MDLMDenoiser(_DDiTDenoiser):
     def noise_input(self, t: Tensor) -> Tensor:
         if not self.time_conditioned:
             return torch.zeros_like(t, dtype=torch.float32)
-        return loglinear_sigma(t, self.eps)
+        return self.schedule.sigma(t)
+
+    def _log_mass(self, x: Tensor, t: Tensor, feats: Tensor, lp: Tensor) -> Tensor:
+        # SUBS outputs the denoising distribution itself: its score mass is the ideal one, so
+        # SEDD's samplers reveal a masked position with exactly the posterior's probability.
+        return self.schedule.ideal_log_mass(t)[:, None].expand(x.shape)
 
 
 class SEDDDenoiser(_DDiTDenoiser):
@@ -188,7 +222,7 @@ class SEDDDenoiser(_DDiTDenoiser):
     def __init__(
         self,
         backbone: DDiT,
-        eps: float = 1e-3,
+        eps: float = EPS,
         tokenizer: Any = None,
         scale_by_sigma: bool = True,
     ):
@@ -196,7 +230,24 @@ class SEDDDenoiser(_DDiTDenoiser):
         self.scale_by_sigma = bool(scale_by_sigma)
 
     def noise_input(self, t: Tensor) -> Tensor:
-        return loglinear_sigma(t, self.eps)
+        return self.schedule.sigma(t)
+
+    def _log_mass(self, x: Tensor, t: Tensor, feats: Tensor, lp: Tensor) -> Tensor:
+        # logsumexp of the raw logits = logit - log p at any one token; taking each row's most
+        # likely token keeps it exact in float32 and costs (B, L, H), not another (B, L, V).
+        top = lp.argmax(dim=-1, keepdim=True)
+        linear = self.backbone.output_layer.linear
+        logit = (feats.float() * linear.weight[top[..., 0]].float()).sum(-1)
+        if linear.bias is not None:
+            logit = logit + linear.bias[top[..., 0]].float()
+        log_mass = logit - lp.gather(-1, top)[..., 0]
+        if self.scale_by_sigma:
+            log_mass = log_mass - self._score_offset(t)[:, None]
+        return log_mass
+
+    def _score_offset(self, t: Tensor) -> Tensor:
+        """log(expm1(σ)) + log V, subtracted from the logits under ``scale_by_sigma``; (B,)."""
+        return torch.log(torch.expm1(self.noise_input(t))) + math.log(self.vocab_size)
 
     def log_score(self, x: Tensor, t: Tensor | float, causal: bool = False) -> Tensor:
         """SEDD's log concrete score, (B, L) -> (B, L, V+1) float32 (current token's entry 0)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from decoding.schedules import LogLinear
 from models.hmm import HMM
 
 
@@ -24,6 +25,7 @@ class HMMDenoiser(torch.nn.Module):
     supports_causal = True
     time_conditioned = False
     tokenizer = None
+    schedule = LogLinear()  # the exact marginals ignore t; only the ideal score mass uses it
 
     def __init__(self, hmm: HMM):
         super().__init__()
@@ -46,6 +48,11 @@ class HMMDenoiser(torch.nn.Module):
         """
         out = self.hmm.causal_marginals(x) if causal else self.hmm.masked_marginals(x)
         return out.float()
+
+    def log_probs_with_mass(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        """Exact marginals (B, L', V) and the exact score's log mass log α_t/(1-α_t), (B, L')."""
+        mass = self.schedule.ideal_log_mass(torch.as_tensor(t).expand(x.shape[0]))
+        return self.log_probs(x, t), mass.to(x.device)[:, None].expand(x.shape)
 
     def forward(self, x: Tensor, t: Tensor | None = None, causal: bool = False) -> Tensor:
         return self.log_probs(x, t, causal)

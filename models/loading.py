@@ -28,6 +28,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from decoding.schedules import EPS
+
 from .ddit import DDiT, DDiTConfig, rotary_inv_freq
 from .denoisers import MDLMDenoiser, SEDDDenoiser
 
@@ -48,7 +50,8 @@ class CheckpointError(ValueError):
     """A checkpoint whose tensors do not match the model it is loaded into."""
 
 
-def _dtype(value: Any) -> torch.dtype | None:
+def parse_dtype(value: Any) -> torch.dtype | None:
+    """None, a torch dtype, or its name (float32, bfloat16, float16) -> torch dtype or None."""
     if value is None or isinstance(value, torch.dtype):
         return value
     name = str(value).removeprefix("torch.")
@@ -195,7 +198,7 @@ def build_backbone(config: DDiTConfig, state: dict, source: str = "checkpoint",
     with torch.device("meta"):
         model = DDiT(config)
     model.load_state_dict(state, strict=True, assign=True)
-    dtype = _dtype(dtype)
+    dtype = parse_dtype(dtype)
     model = model.to(device=device, dtype=dtype)
     model.rotary_emb.inv_freq = model.rotary_emb.inv_freq.float()
     return model.eval()
@@ -257,7 +260,7 @@ def load_denoiser(name_or_path: str | os.PathLike, *, device: Any = None, dtype:
     elif isinstance(tokenizer, (str, os.PathLike)):
         tokenizer = load_tokenizer(tokenizer)
 
-    eps = float(eps if eps is not None else head.get("eps") or 1e-3)
+    eps = float(eps if eps is not None else head.get("eps") or EPS)
     if head["parameterization"] == "sedd":
         if time_conditioning is False:
             raise ValueError("SEDD is always conditioned on the noise level")
@@ -287,7 +290,7 @@ def save_denoiser(denoiser: MDLMDenoiser | SEDDDenoiser, folder: str | os.PathLi
     kind = getattr(denoiser, "parameterization", "")
     if kind not in ("mdlm", "sedd"):
         raise TypeError(f"save_denoiser expects an MDLMDenoiser or SEDDDenoiser, got {denoiser!r}")
-    dtype = _dtype(dtype) or torch.float32
+    dtype = parse_dtype(dtype) or torch.float32
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     backbone: DDiT = denoiser.backbone

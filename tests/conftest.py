@@ -1,8 +1,11 @@
 import os
+import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
+# The data-reference cache of the runs tests make stays out of the user's ~/.cache.
+os.environ.setdefault("DUET_CACHE_DIR", tempfile.mkdtemp(prefix="duet-test-cache-"))
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

@@ -172,3 +172,50 @@ def test_tokenizer_listing_the_mask_last_is_shared():
     check_shared_tokenizer(tiny_denoiser(tok), ar, probes=PROBES)
     with pytest.raises(ValueError, match="tokenizer has 12 tokens"):
         tiny_denoiser(word_tokenizer(WORDS + ["x", "y"]))
+
+
+def tiny_windowed(window=3, layers=2, positions=40, cache="dynamic"):
+    from transformers import MistralConfig, MistralForCausalLM
+
+    torch.manual_seed(0)
+    cfg = MistralConfig(
+        vocab_size=V, hidden_size=32, intermediate_size=48, num_hidden_layers=layers,
+        num_attention_heads=2, num_key_value_heads=2, sliding_window=window,
+        max_position_embeddings=positions, tie_word_embeddings=True, bos_token_id=0,
+        eos_token_id=0,
+    )
+    return HFCausalLM(MistralForCausalLM(cfg).eval(), tokenizer=word_tokenizer(), cache=cache)
+
+
+def test_windowed_model_sees_exactly_its_context(gen):
+    # 2 layers of 3-position windows: row i depends on inputs i-4 .. i (input i = x_{i-1}),
+    # so on tokens x_{i-5} .. x_{i-1}, and on BOS only for i <= 4.
+    ar = tiny_windowed()
+    assert ar.context == 5 and HFCausalLM(tiny_gpt2()).context is None
+    x = seqs(gen, b=2, length=24)
+    base = ar.log_probs(x)
+    for j in (3, 10, 17):
+        y = x.clone()
+        y[:, j] = (y[:, j] + 1) % V
+        changed = (ar.log_probs(y) - base).abs().amax(dim=(0, 2)) > 1e-6
+        assert changed.nonzero().flatten().tolist() == list(range(j + 1, j + 6))
+
+
+@pytest.mark.parametrize("cache", ["dynamic", "static"])
+def test_windowed_cache_matches_batch_after_crop_and_reorder(gen, cache):
+    # The cache keeps every position: crossing the window, cropping back behind it and
+    # reordering rows all give the batch path's rows.
+    ar = tiny_windowed(cache=cache)
+    x = seqs(gen, b=3, length=20)
+    full = ar.log_probs(x)
+    first, cache = ar.start(3)
+    torch.testing.assert_close(first, full[:, 0], atol=1e-5, rtol=1e-5)
+    out = ar.extend(cache, x[:, :16])
+    torch.testing.assert_close(out[:, :-1], full[:, 1:16], atol=1e-5, rtol=1e-5)
+    ar.crop(cache, 6)  # behind the window of the last fed position
+    out = ar.extend(cache, x[:, 6:12])
+    torch.testing.assert_close(out[:, :-1], full[:, 7:12], atol=1e-5, rtol=1e-5)
+    index = torch.tensor([1, 1, 2])
+    ar.reorder(cache, index)
+    out = ar.extend(cache, x[index, 12:20])
+    torch.testing.assert_close(out[:, :-1], full[index, 13:20], atol=1e-5, rtol=1e-5)

@@ -7,6 +7,8 @@ import math
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
@@ -26,7 +28,7 @@ def test_frontier_quick_oracle(tmp_path, capsys):
     with open(tmp_path / "frontier.csv") as f:
         table = list(csv.DictReader(f))
     assert len(table) == len(rows) == 2 + 2 * len(frontier.METHODS)
-    points = [r for r in rows if r.get("strategy") in frontier.STRATEGIES]
+    points = [r for r in rows if r.get("strategy") in {m.strategy for m in frontier.METHODS}]
     assert {r["method"] for r in points} == {m.name for m in frontier.METHODS}
     assert all(r["num_samples"] == 48 and r["steps"] in (1, 2) for r in points)
     truth = next(r["gen_nll"] for r in rows if r["method"] == "entropy_rate")
@@ -49,6 +51,23 @@ def test_frontier_same_seed_same_samples(tmp_path):
     assert key == [(r["method"], r["gen_nll"], r.get("entropy")) for r in second]
     assert {r["method"] for r in first} >= {"none/ancestral", "dcd_is4/margin"}
     assert not any(r["method"].startswith("edlm") for r in first)
+
+
+def test_frontier_measures_any_conf_option(tmp_path):
+    """A method named on the command line is composed from conf/ like experiments.run's."""
+    frontier = _load("frontier")
+    assert {(m.guide, m.strategy) for m in frontier.METHODS} <= {
+        (g, s) for g in frontier.options("guide") for s in frontier.options("strategy")}
+    rows = frontier.main(["--suite", "oracle", "--quick", "--steps", "2", "--no-plots",
+                          "--method", "edlm16/entropy", "--methods", "edlm16",
+                          "--set", "guide.carry_over=true", "--out", str(tmp_path)])
+    (point,) = [r for r in rows if r.get("strategy")]
+    assert point["method"] == "edlm16/entropy" and point["k"] == 16
+    assert point["ess"] is not None and 1 <= point["ess"] <= 16
+    suite_config = frontier.compose_run(frontier.parse_method("edlm16/entropy").overrides)
+    assert suite_config.guide.num_candidates == 16 and suite_config.strategy.score == "entropy"
+    with pytest.raises(SystemExit, match="no guide option 'nope'.*dcd, dcd_is, edlm"):
+        frontier.parse_method("nope/ancestral")
 
 
 def _row(method, steps, ppl, seconds, entropy=4.0, suite="default"):

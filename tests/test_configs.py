@@ -71,12 +71,14 @@ def test_every_option_composes_and_resolves(group, option):
                                              ("joblib", "joblib"),
                                              ("submitit_slurm", "submitit")])
 def test_launchers_compose(launcher, target):
+    pytest.importorskip(f"hydra_plugins.hydra_{target}_launcher")  # the `launchers` extra
     cfg = compose_run([f"hydra/launcher={launcher}"], hydra_config=True)
     assert target in cfg.hydra.launcher._target_
     assert any(c._target_.endswith("SweepResults") for c in cfg.hydra.callbacks.values())
 
 
 def test_slurm_launcher_settings_resolve():
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     cfg = compose_run(["hydra/launcher=slurm", "hydra.launcher.partition=gpu"], True)
     assert cfg.hydra.launcher.partition == "gpu" and cfg.hydra.launcher.gpus_per_node == 1
 
@@ -199,3 +201,16 @@ def test_every_task_builds_prompts(data):
     out = s.coordinator.generate(5, cfg.length, 2, prompt=prompts,
                                  generator=torch.Generator().manual_seed(0))
     assert torch.equal(out.tokens[given], prompts[given])
+
+
+def test_run_checks_the_ar_speaks_the_denoisers_tokens():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the same tokenizer: nothing to warn about
+        s = Session(compose_run(["guide=dcd", "steps=[2]"]), {"ar": "tiny", "denoiser": "tiny"})
+        assert s.ar.vocab_size == s.denoiser.vocab_size
+    s = Session(compose_run(["guide=dcd", "steps=[2]", "ar=hmm"]),
+                {"ar": "hmm", "denoiser": "tiny"})
+    with pytest.raises(ConfigError, match="ar=hmm with denoiser=tiny: vocabulary sizes differ"):
+        _ = s.ar

@@ -121,6 +121,7 @@ def test_batches_are_seeded_by_step_count_and_index(tmp_path):
 
 
 def test_wandb_offline_run_directory(tmp_path, monkeypatch):
+    pytest.importorskip("wandb")  # the `wandb` extra
     monkeypatch.setenv("WANDB_MODE", "offline")
     cfg = compose_run(SMALL[:-1] + ["steps=[1,2]", "logger=wandb", "logger.project=duet-test"])
     runner.run(cfg, tmp_path)
@@ -165,7 +166,7 @@ def test_judge_nll_is_the_exact_log_likelihood():
 
 
 def test_retokenize_through_text_when_judge_tokenizer_differs():
-    from models.tokenizer import train_tokenizer
+    from training.tokenizer import train_tokenizer
 
     text = "To be, or not to be, that is the question. " * 20
     a = train_tokenizer([text], total_ids=300)

@@ -95,7 +95,7 @@ def test_owt_preset_runs_at_length_1024(tmp_path):
     runs = [("edlm", ["guide=edlm", "guide.num_candidates=2"]),
             ("edlm_carry", ["guide=edlm", "guide.num_candidates=2", "guide.carry_over=true"]),
             ("dcd", ["guide=dcd", "gen_ppl_convention=bos"]),  # BOS + 1024: two windows
-            ("dcd_chunked", ["guide=dcd_chunked"]),
+            ("dcd_chunked", ["guide=dcd", "strategy=chunked"]),
             ("dcd_l2r", ["guide=dcd", "strategy=left_to_right"])]
     for name, extra in runs:
         with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
@@ -104,5 +104,5 @@ def test_owt_preset_runs_at_length_1024(tmp_path):
         assert line["length"] == 1024 and math.isfinite(line["gen_ppl"]), name
         assert line["nfe_ar"] > 0
         want = "bos" if name == "dcd" else "mdlm"
-        assert line["gen_ppl_convention"] == want
+        assert line["convention"] == want
         assert line["judged_tokens"] == 2 * (1024 if want == "bos" else 1023)

@@ -53,7 +53,7 @@ def test_bos_convention_by_hand():
     out = Evaluator(j, eos_id=EOS, convention="bos")(SAMPLE)
     # After BOS, up to and including the first EOS: a|BOS, b|a, EOS|b.
     nll = -(lp(j, BOS, A) + lp(j, A, B) + lp(j, B, EOS))
-    assert out["judged_tokens"] == 3 and out["gen_ppl_convention"] == "bos"
+    assert out["judged_tokens"] == 3 and out["convention"] == "bos"
     assert out["gen_nll"] == pytest.approx(nll / 3)
     assert out["entropy"] == pytest.approx(math.log(3))  # a, b, EOS
 
@@ -63,7 +63,7 @@ def test_mdlm_convention_by_hand():
     out = Evaluator(j, eos_id=EOS, convention="mdlm")(SAMPLE)
     # No BOS: token 0 unscored; the first EOS counts, the second does not; text after is kept.
     terms = [lp(j, A, B), lp(j, B, EOS), lp(j, EOS, C), lp(j, EOS, D)]
-    assert out["judged_tokens"] == 4 and out["gen_ppl_convention"] == "mdlm"
+    assert out["judged_tokens"] == 4 and out["convention"] == "mdlm"
     assert out["gen_nll"] == pytest.approx(-sum(terms) / 4)
     # Corpus-level pooling: a second sample adds its terms to the same sums.
     two = torch.cat([SAMPLE, torch.tensor([[C, EOS, EOS, EOS, EOS, EOS]])])

@@ -8,15 +8,15 @@ import pytest
 import torch
 
 from models.ddit import DDiT, DDiTConfig
-from models.losses import ar_loss, mdlm_loss, sample_times
-from models.shakespeare import (
+from training.losses import ar_loss, mdlm_loss, sample_times
+from training.shakespeare import (
     VALIDATION_WORKS,
     load_works,
     random_windows,
     split_works,
     token_stream,
 )
-from models.tokenizer import load_tokenizer, save_tokenizer, train_tokenizer, vocab_info
+from training.tokenizer import load_tokenizer, save_tokenizer, train_tokenizer, vocab_info
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED_TOKENIZER = ROOT / "models" / "tiny" / "tokenizer"
@@ -139,3 +139,43 @@ def test_entry_point_writes_loadable_checkpoint(tmp_path, monkeypatch):
     x = torch.full((2, 8), denoiser.mask_id)
     logp = denoiser.log_probs(x, torch.ones(2))
     assert logp.shape == (2, 8, denoiser.vocab_size) and torch.isfinite(logp).all()
+
+
+def test_windowed_guide_and_ema_through_the_entry_point(tmp_path, monkeypatch):
+    # The short-context guide recipe trains, saves and loads as an AR model with its context.
+    out = tmp_path / "ar"
+    tokenizer_dir = SHIPPED_TOKENIZER if SHIPPED_TOKENIZER.is_dir() else tmp_path / "tok"
+    overrides = [
+        "model=ar_tiny", "model.recipe.n_embd=16", "model.recipe.intermediate_size=24",
+        "model.recipe.n_head=2", "model.recipe.window=4", "batch_size=2", "steps=3",
+        "eval_every=2", "eval_windows=2", "final_eval_windows=2", "ema_decay=0.9",
+        "threads=1", f"out_dir={out}", f"tokenizer_dir={tokenizer_dir}",
+        f"hydra.run.dir={tmp_path / 'hydra'}",
+    ]
+    monkeypatch.setattr(sys, "argv", ["training", *overrides])
+    from training.__main__ import main
+
+    main()
+    from models.ar import load_ar
+
+    ar = load_ar(out)
+    assert ar.context == 2 * (4 - 1) + 1 and ar.max_length == 129
+    logp = ar.log_probs(torch.randint(3, ar.vocab_size, (1, 12)))
+    assert torch.isfinite(logp).all()
+    torch.testing.assert_close(logp.exp().sum(-1), torch.ones(1, 12))
+
+
+def test_ema_tracks_the_weights_with_a_warmup():
+    from training.loop import Ema
+
+    model = torch.nn.Linear(2, 1, bias=False)
+    with torch.no_grad():
+        model.weight.fill_(0.0)
+    ema = Ema(model, decay=0.5)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    ema.update(model)  # first update: decay min(0.5, 2/11) -> 2/11 of the old value kept
+    ema.copy_to(model)
+    torch.testing.assert_close(model.weight, torch.full((1, 2), 9 / 11))
+    with pytest.raises(ValueError, match="ema_decay"):
+        Ema(model, decay=1.0)

@@ -17,6 +17,14 @@ class Guide(Protocol):
     (vocabulary mismatch, no causal mode...). ``propose`` must return values for at least the
     requested positions and use only ``generator`` for randomness. An optional
     ``start(x)`` hook is called with the initial (B, L) tokens at the start of every batch.
+
+    A guide that uses an AR model names it in an ``ar`` attribute and makes every call to it
+    through ``ctx.ar``, the engine's counting handle over that model: AR forwards and token
+    positions are then counted by the engine, never by the guide.
+
+    An optional ``needed_rows(masked, request, info) -> (B, L) bool`` declares the positions
+    whose marginals (and causal rows) ``propose`` will read this step; the Coordinator then
+    asks a denoiser that supports it for those rows only. Without it every row is computed.
     """
 
     def check(self, denoiser) -> None: ...

@@ -17,6 +17,10 @@ class Independent:
     def check(self, denoiser) -> None:
         """Nothing to check: works with any denoiser."""
 
+    def needed_rows(self, masked: torch.Tensor, request: torch.Tensor, info) -> torch.Tensor:
+        """Only the requested positions are drawn."""
+        return request
+
     def propose(self, ctx: GuideContext, generator: torch.Generator) -> Draft:
         tokens, log_q = ctx.marginals.sample(ctx.request, generator)
         return Draft(tokens=torch.where(ctx.request, tokens[0], ctx.x), log_q=log_q[0])

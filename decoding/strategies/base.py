@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from decoding.schedules import Schedule
 from decoding.types import Selection, StepInfo, StepState
 
 
@@ -16,13 +17,21 @@ class Strategy:
             (confidence-style strategies); otherwise the Coordinator asks first and drafts
             only the chosen positions, and skips the denoiser when nothing is chosen.
         remasks: True when decoded positions may be masked again (ReMDM).
+        needs_mass: True when the choice depends on the denoiser's score mass (SEDD's own
+            samplers): the Coordinator runs the denoiser first (``log_probs_with_mass``),
+            then asks, then drafts only the chosen positions.
     """
 
     needs_draft: bool = False
     remasks: bool = False
+    needs_mass: bool = False
 
     def check(self, steps: int, length: int) -> None:
         """Raise ValueError for settings that cannot work with this steps/length."""
+
+    def times(self, schedule: Schedule, steps: int) -> list[float]:
+        """The time grid [t_0 = 1, ..., 0] of a ``steps``-step run (one step per interval)."""
+        return schedule.times(steps)
 
     def draft_region(self, info: StepInfo, state: StepState) -> Tensor:
         """(B, L) bool: positions that need drafted values before ``select`` (needs_draft)."""

@@ -18,28 +18,28 @@ MAX_SCORE_ELEMENTS = 1 << 26  # (rows x L x V) floats per AR call: chunks bound 
 class AREnergy:
     """E(x0, x_t) from an AR model; ``carry_over`` restricts the AR sum to masked positions."""
 
-    def __init__(self, ar, carry_over: bool = False):
-        self.ar, self.carry_over = ar, carry_over
+    def __init__(self, carry_over: bool = False):
+        self.carry_over = carry_over
 
-    def __call__(self, candidates: Tensor, masked: Tensor, log_q: Tensor) -> tuple[Tensor, int]:
+    def __call__(self, candidates: Tensor, masked: Tensor, log_q: Tensor, ar) -> Tensor:
         """Energies of N candidate sequences.
 
         Args:
             candidates: (N, L) long full sequences (no mask).
             masked: (N, L) bool, positions that were masked in x_t.
             log_q: (N,) float64, sum of log q over the masked positions.
+            ar: the AR model, as the engine's counting handle (``GuideContext.ar``).
         Returns:
-            ((N,) float64 energies, number of AR forward calls made).
+            (N,) float64 energies.
         """
         N, L = candidates.shape
-        rows = max(1, MAX_SCORE_ELEMENTS // (L * self.ar.vocab_size))
-        parts, calls = [], 0
+        rows = max(1, MAX_SCORE_ELEMENTS // (L * ar.vocab_size))
+        parts = []
         for start in range(0, N, rows):
             chunk = candidates[start : start + rows]
-            lp = self.ar.log_probs(chunk)
-            calls += 1
+            lp = ar.log_probs(chunk)
             tok_lp = lp.gather(-1, chunk[..., None]).squeeze(-1).to(torch.float64)
             if self.carry_over:
                 tok_lp = tok_lp.masked_fill(~masked[start : start + rows], 0.0)
             parts.append(tok_lp.sum(dim=1))
-        return log_q - torch.cat(parts), calls
+        return log_q - torch.cat(parts)

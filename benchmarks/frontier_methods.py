@@ -1,0 +1,77 @@
+"""The frontier's methods: a guide and a strategy option of ``conf/``, composed with Hydra
+exactly as ``python -m experiments.run guide=<g> strategy=<s>`` composes them.
+
+``METHODS`` is the measured list (the README's tables); ``parse_method`` turns a command-line
+``<guide option>[K]/<strategy option>`` into one more, so a new option is measured without an
+edit here.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from experiments.commands import CONF_DIR
+
+# (guide option, K = guide.num_candidates or None, strategy option, largest step count in the
+# default suite; None: every step count)
+CAPS = [("none", None, "ancestral", None), ("none", None, "margin", 32),
+        ("none", None, "remdm", 32),
+        ("edlm", 2, "ancestral", 16), ("edlm", 4, "ancestral", 16), ("edlm", 8, "ancestral", 8),
+        ("edlm", 2, "margin", 8), ("edlm", 4, "margin", 8), ("edlm", 8, "margin", 4),
+        ("edlm", 2, "remdm", 8), ("edlm", 4, "remdm", 8), ("edlm", 8, "remdm", 4),
+        ("dcd", None, "left_to_right", 16), ("dcd", None, "ancestral", 16),
+        ("dcd", None, "chunked", 16), ("dcd", None, "margin", 8),
+        ("dcd", None, "remdm", 8),
+        ("dcd_is", 4, "ancestral", 8), ("dcd_is", 4, "margin", 4), ("dcd_is", 4, "remdm", 4)]
+
+
+@dataclass
+class Method:
+    guide: str
+    k: int | None
+    strategy: str
+    cap: int | None
+
+    @property
+    def label(self) -> str:
+        return f"{self.guide}{self.k or ''}"
+
+    @property
+    def name(self) -> str:
+        return f"{self.label}/{self.strategy}"
+
+    @property
+    def overrides(self) -> list[str]:
+        extra = [] if self.k is None else [f"guide.num_candidates={self.k}"]
+        return [f"guide={self.guide}", f"strategy={self.strategy}", *extra]
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (Path(CONF_DIR) / group).glob("*.yaml"))
+
+
+def parse_method(spec: str) -> Method:
+    """``<guide option>[K]/<strategy option>``, e.g. ``edlm16/margin`` or ``smc/ancestral``."""
+    guide, _, strategy = spec.partition("/")
+    k = None
+    if guide not in options("guide") and (m := re.fullmatch(r"(.+?)(\d+)", guide)):
+        guide, k = m[1], int(m[2])
+    for group, name in (("guide", guide), ("strategy", strategy)):
+        if name not in options(group):
+            raise SystemExit(f"--method {spec}: no {group} option {name!r} in {CONF_DIR}; "
+                             f"options: {', '.join(options(group))}")
+    return Method(guide, k, strategy, None)
+
+
+def compose_run(overrides: list[str]) -> DictConfig:
+    """The ``run`` config that ``python -m experiments.run <overrides>`` would compose."""
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose("run", overrides=overrides)
+
+
+METHODS = [Method(*spec) for spec in CAPS]

@@ -1,0 +1,243 @@
+"""What every command-line entry point does around Hydra.
+
+Before Hydra parses the command line (``run_cli``):
+
+* ``experiments.commands.check_launchers``: a launcher plugin the config needs is installed.
+* ``check_overrides``: a key that no config or constructor has (``strategy.mdoe=exact``,
+  with or without ``+``) is answered in one line with the closest valid key and the accepted
+  keys, exit status 2 (Hydra alone suggests ``+strategy.mdoe=exact``, the wrong fix). Set
+  ``HYDRA_FULL_ERROR=1`` for tracebacks.
+* ``quote_path_arg``: a path such as ``outputs/tiny/guide=dcd,num_samples=8`` (the project's
+  own run-directory names) is taken verbatim, as ``run_dir=PATH`` or as a bare positional
+  argument, and handed to Hydra quoted.
+* Ctrl-C ends the command with a one-line note and status 130, no traceback.
+
+Inside each job (``job_setup``): in a multirun, log lines carry the job's choices and the job
+stops if the multirun process is gone (``experiments.lock.watch_parent``); ``progress_bar``
+shows generation progress on a terminal and logs it otherwise.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import os
+import signal
+import sys
+import time
+from dataclasses import fields
+from pathlib import Path
+
+from experiments.commands import CONF_DIR, check_launchers
+from experiments.config import ConfigError, RunConfig, _signature
+from experiments.lock import watch_parent
+
+log = logging.getLogger("experiments")
+CONF = Path(CONF_DIR)
+
+
+def _one_line(err: Exception) -> str:
+    return " ".join(str(err).split())
+
+
+def run_cli(main, config_name: str, argv: list[str] | None = None,
+            path_key: str | None = None) -> None:
+    """Check ``argv`` (default ``sys.argv[1:]``), then call the Hydra ``main`` on it."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    full = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    try:
+        if path_key is not None:
+            args = quote_path_arg(args, path_key)
+        if config_name == "run":
+            check_overrides(args)
+        check_launchers(config_name, args)
+        sys.argv = [sys.argv[0], *args]
+        main()
+    except ConfigError as err:
+        if full:
+            raise
+        print(f"error: {_one_line(err)}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        if full:
+            raise
+        print("\ninterrupted: rerun the same command to resume (finished batches are kept)",
+              file=sys.stderr)
+        sys.exit(130)
+
+
+def quote_path_arg(args: list[str], key: str) -> list[str]:
+    """Turn ``key=PATH`` or a bare positional ``PATH`` into ``key='PATH'`` for Hydra."""
+    out, seen = [], False
+    for arg in args:
+        value = None
+        if arg.startswith(f"{key}="):
+            value = arg[len(key) + 1:]
+        elif not seen and not arg.startswith("-") and ("=" not in arg or Path(arg).exists()):
+            value = arg
+        if value is None:
+            out.append(arg)
+            continue
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]  # already quoted for Hydra
+        seen = True
+        out.append(f"{key}='" + value.replace("\\", "\\\\").replace("'", "\\'") + "'")
+    return out
+
+
+def _parse(args: list[str]):
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    plain = [a for a in args if not a.startswith("-")]
+    try:
+        return OverridesParser.create().parse_overrides(plain)
+    except Exception:  # a grammar error: Hydra reports it in its own words
+        return []
+
+
+def _is_group(key: str) -> bool:
+    return "/" in key or (CONF / key).is_dir()
+
+
+def check_overrides(args: list[str]) -> None:
+    """Refuse unknown keys among ``experiments.run`` overrides (see the module docstring)."""
+    overrides = [o for o in _parse(args) if not o.is_delete()
+                 and not o.key_or_group.startswith("hydra") and o.package is None]
+    keys = [o for o in overrides if not _is_group(o.key_or_group)]
+    if not keys:
+        return
+    top = sorted(f.name for f in fields(RunConfig))
+    for o in keys:
+        head = o.key_or_group.split(".")[0]
+        if head not in top:
+            raise ConfigError(_unknown("top-level key", head, top))
+    nested = [o for o in keys if "." in o.key_or_group]
+    if not nested:
+        return
+    cfg, choices = _compose([o for o in overrides if _is_group(o.key_or_group)])
+    for o in nested:
+        _check_path(cfg, o.key_or_group.split("."), choices, o.is_add() or o.is_force_add())
+
+
+def _unknown(what: str, key: str, valid: list[str]) -> str:
+    close = difflib.get_close_matches(key, valid, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"unknown {what} {key!r}{hint}; accepted keys: {', '.join(valid)}"
+
+
+def _compose(groups):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    chosen = []
+    for o in groups:
+        value = next(o.sweep_string_iterator()) if o.is_sweep_override() \
+            else o.get_value_element_as_str()
+        prefix = "+" if o.is_add() else "++" if o.is_force_add() else ""
+        chosen.append(f"{prefix}{o.key_or_group}={value}")
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            cfg = compose("run", overrides=chosen, return_hydra_config=True)
+    except Exception:  # a bad option name: Hydra lists the available ones itself
+        return None, {}
+    finally:
+        GlobalHydra.instance().clear()
+    return cfg, dict(cfg.hydra.runtime.choices)
+
+
+def _check_path(cfg, parts: list[str], choices: dict, adding: bool) -> None:
+    from hydra.utils import get_object
+    from omegaconf import DictConfig
+
+    if cfg is None:
+        return
+    node, where = cfg, []
+    for i, part in enumerate(parts):
+        if not isinstance(node, DictConfig):
+            return  # a value, not a node: Hydra's own type checks apply
+        group = parts[0]
+        label = f"{group}={choices[group]}" if choices.get(group) else ".".join(where) or group
+        if i > 0 and "_target_" in node:
+            try:
+                sig = _signature(get_object(node["_target_"]))
+            except Exception:
+                return  # an unimportable target is reported when the run builds it
+            if sig is None or any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
+                return
+            params = [n for n in sig.parameters if n not in ("self", "cls")]
+            if part not in params:
+                raise ConfigError(f"{label}: " + _unknown(f"key for {node['_target_']}", part,
+                                                          params))
+            if part not in node:
+                return  # a constructor argument the option leaves at its default
+        elif part not in node:
+            if adding and i == len(parts) - 1:
+                return
+            raise ConfigError(f"{label}: " + _unknown("key", part, sorted(map(str, node))))
+        node = node._get_node(part)
+        where.append(part)
+
+
+class _JobPrefix(logging.Filter):
+    """Prefixes every log record with the job's choices (one instance per process)."""
+
+    prefix = ""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.prefix and not getattr(record, "_duet_prefixed", False):
+            record.msg = f"{self.prefix} {record.msg}"
+            record._duet_prefixed = True
+        return True
+
+
+_PREFIX = _JobPrefix()
+
+
+def job_setup(hc) -> str:
+    """Per-job setup inside a Hydra task; returns the job's log prefix ("" for a single run)."""
+    from hydra.types import RunMode
+
+    if hc.mode != RunMode.MULTIRUN:
+        return ""
+    if watch_parent() and hasattr(signal, "SIGINT"):
+        # The multirun process handles Ctrl-C and ends its workers; a worker's own
+        # KeyboardInterrupt would only print a second traceback.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    choices = hc.runtime.choices
+    _PREFIX.prefix = f"[{choices.get('guide')}/{choices.get('strategy')} #{hc.job.num}]"
+    for handler in logging.getLogger().handlers:
+        if _PREFIX not in handler.filters:
+            handler.addFilter(_PREFIX)
+    return _PREFIX.prefix
+
+
+class progress_bar:  # noqa: N801  (used like a function)
+    """Generation progress over every pending batch: a tqdm bar on a terminal (batches,
+    samples per second), else one log line per batch."""
+
+    def __init__(self, total: int, cfg, active: bool = True):
+        self.total, self.done, self.samples, self.seconds = total, 0, 0, 0.0
+        self.active, self.bar, self.t0 = active and total > 0, None, time.perf_counter()
+        if self.active and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit="batch", desc=_PREFIX.prefix or "generating",
+                            dynamic_ncols=True, leave=False)
+
+    def advance(self, n: int, seconds: float, num_steps: int) -> None:
+        if not self.active:
+            return
+        self.done, self.samples, self.seconds = self.done + 1, self.samples + n, \
+            self.seconds + seconds
+        rate = self.samples / max(time.perf_counter() - self.t0, 1e-9)
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"steps={num_steps} {rate:.2f} samples/s", refresh=False)
+            self.bar.update(1)
+        else:
+            log.info("batch %d/%d done (steps=%d, %.2f samples/s overall)", self.done,
+                     self.total, num_steps, rate)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

@@ -1,0 +1,179 @@
+"""Same seed, same tokens: fingerprints of every strategy preset x guide on fixed models.
+
+Each entry is the first 16 hex digits of the SHA-256 of the generated (N, L) int64 tokens and
+the forward counts, recorded before a refactoring and kept through it, so a change of behaviour
+cannot slip in unnoticed. A change made on purpose updates the entries it affects (and says
+so in the commit message). A new preset needs its entries recorded here: the test fails until
+they are.
+
+Families:
+  * ``tiny``: the embedded Shakespeare models (MDLM denoiser, small AR model), length 16;
+  * ``hmm``: the oracle of ``conf/oracle/random.yaml`` as denoiser and AR model, length 6;
+  * ``sedd/<schedule>``: a small time-conditioned SEDD with seeded random weights under each
+    schedule (ancestral, no guide): the schedule reaches the network's noise input here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from decoding import Coordinator
+from decoding.schedules import Cosine, Linear, LogLinear
+from experiments.config import build
+from models import HMM, HMMAutoregressive, HMMDenoiser, load_ar, load_denoiser
+from models.ddit import DDiT, DDiTConfig
+from models.denoisers import SEDDDenoiser
+
+ROOT = Path(__file__).resolve().parent.parent
+CONF = ROOT / "conf"
+GUIDES = ("none", "edlm", "dcd", "dcd_is")
+SETTINGS = {"tiny": dict(n=3, length=16, steps=4), "hmm": dict(n=4, length=6, steps=3)}
+
+FINGERPRINTS = {
+    "hmm/analytic/dcd": "12d869caf54fd522",
+    "hmm/analytic/dcd_is": "b4887569e33427cb",
+    "hmm/analytic/edlm": "f244d27196a9ad5b",
+    "hmm/analytic/none": "cbe436bede499cbc",
+    "hmm/ancestral/dcd": "016a815f94f047de",
+    "hmm/ancestral/dcd_is": "c4815e21a06c307e",
+    "hmm/ancestral/edlm": "69ecd581a4b55023",
+    "hmm/ancestral/none": "3dbe5fa56fcc2da7",
+    "hmm/blocks/dcd": "016a815f94f047de",
+    "hmm/blocks/dcd_is": "c4815e21a06c307e",
+    "hmm/blocks/edlm": "69ecd581a4b55023",
+    "hmm/blocks/none": "3dbe5fa56fcc2da7",
+    "hmm/confidence/dcd": "334ef1118af9f938",
+    "hmm/confidence/dcd_is": "9fe33884b0e590ec",
+    "hmm/confidence/edlm": "32c538422107ae5a",
+    "hmm/confidence/none": "f28a85cf4c830b80",
+    "hmm/entropy/dcd": "51574cda02ab9317",
+    "hmm/entropy/dcd_is": "a8f8918107599d14",
+    "hmm/entropy/edlm": "25588210c16f85ba",
+    "hmm/entropy/none": "32547fbb516917e9",
+    "hmm/euler/dcd": "12d869caf54fd522",
+    "hmm/euler/dcd_is": "b4887569e33427cb",
+    "hmm/euler/edlm": "f244d27196a9ad5b",
+    "hmm/euler/none": "cbe436bede499cbc",
+    "hmm/left_to_right/dcd": "fa29cf372e91b650",
+    "hmm/left_to_right/dcd_is": "a8f8918107599d14",
+    "hmm/left_to_right/edlm": "25588210c16f85ba",
+    "hmm/left_to_right/none": "de8d7ec19cef118d",
+    "hmm/margin/dcd": "51574cda02ab9317",
+    "hmm/margin/dcd_is": "a8f8918107599d14",
+    "hmm/margin/edlm": "25588210c16f85ba",
+    "hmm/margin/none": "32547fbb516917e9",
+    "hmm/remdm/dcd": "016a815f94f047de",
+    "hmm/remdm/dcd_is": "9c4c92a5f19148b8",
+    "hmm/remdm/edlm": "37cd447ab430b849",
+    "hmm/remdm/none": "3dbe5fa56fcc2da7",
+    "sedd/cosine": "747095556e242c26",
+    "sedd/linear": "ba2f8094c9d274f2",
+    "sedd/loglinear": "ba2f8094c9d274f2",
+    "tiny/analytic/dcd": "6084c4fbed076f33",
+    "tiny/analytic/dcd_is": "62f5aa8fd6aa10fc",
+    "tiny/analytic/edlm": "7c4350c450e7ea4d",
+    "tiny/analytic/none": "6ab54f882cf8ade5",
+    "tiny/ancestral/dcd": "38277fe9db1eb0e5",
+    "tiny/ancestral/dcd_is": "3ce5bff5a8a89d5b",
+    "tiny/ancestral/edlm": "d5a98d42c4021d30",
+    "tiny/ancestral/none": "e27caeb6d0bde8b2",
+    "tiny/blocks/dcd": "38277fe9db1eb0e5",
+    "tiny/blocks/dcd_is": "3ce5bff5a8a89d5b",
+    "tiny/blocks/edlm": "d5a98d42c4021d30",
+    "tiny/blocks/none": "e27caeb6d0bde8b2",
+    "tiny/confidence/dcd": "42e43caa07525641",
+    "tiny/confidence/dcd_is": "a13919a2545223b6",
+    "tiny/confidence/edlm": "dd3b7b7bacb58256",
+    "tiny/confidence/none": "947afb5d4cc956ad",
+    "tiny/entropy/dcd": "a48353c274e99046",
+    "tiny/entropy/dcd_is": "6a8638c113a9e305",
+    "tiny/entropy/edlm": "222898c4a17abe60",
+    "tiny/entropy/none": "1f9197cb983b958f",
+    "tiny/euler/dcd": "6084c4fbed076f33",
+    "tiny/euler/dcd_is": "62f5aa8fd6aa10fc",
+    "tiny/euler/edlm": "7c4350c450e7ea4d",
+    "tiny/euler/none": "6ab54f882cf8ade5",
+    "tiny/left_to_right/dcd": "acaf61d065f610e2",
+    "tiny/left_to_right/dcd_is": "3c4f3bf837ad8dfc",
+    "tiny/left_to_right/edlm": "91011920f037e688",
+    "tiny/left_to_right/none": "a9a369355b25ce9d",
+    "tiny/margin/dcd": "99de21814b1da62e",
+    "tiny/margin/dcd_is": "2c7848d856594fd7",
+    "tiny/margin/edlm": "1b08169e284c5009",
+    "tiny/margin/none": "5b9edf0c68a189d5",
+    "tiny/remdm/dcd": "4a008ad218666e5c",
+    "tiny/remdm/dcd_is": "ba09fe61c3a16ac2",
+    "tiny/remdm/edlm": "46ffb24cd75be8a4",
+    "tiny/remdm/none": "325434109a063148",
+}
+
+
+def fingerprint(result) -> str:
+    """Tokens and forward counts of a ``GenerationResult`` -> 16 hex digits."""
+    digest = hashlib.sha256(result.tokens.to(torch.int64).contiguous().numpy().tobytes())
+    digest.update(repr(sorted(result.nfe.items())).encode())
+    return digest.hexdigest()[:16]
+
+
+def strategies() -> list[str]:
+    return sorted(p.stem for p in (CONF / "strategy").glob("*.yaml"))
+
+
+@pytest.fixture(scope="module")
+def families():
+    hmm = HMM.random(vocab_size=3, num_states=3, length=6, seed=0, concentration=0.5)
+    return {
+        "tiny": (load_denoiser(ROOT / "models/tiny/denoiser"), load_ar(ROOT / "models/tiny/ar")),
+        "hmm": (HMMDenoiser(hmm), HMMAutoregressive(hmm)),
+    }
+
+
+def random_sedd(seed: int = 0) -> SEDDDenoiser:
+    """A time-conditioned SEDD whose every weight is random (the zero init would hide t)."""
+    torch.manual_seed(seed)
+    net = DDiT(DDiTConfig(vocab_size=7, hidden_size=32, cond_dim=16, n_blocks=1, n_heads=2,
+                          max_length=8))
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+    return SEDDDenoiser(net)
+
+
+def run_preset(family: str, strategy: str, guide: str, models):
+    denoiser, ar = models[family]
+    tokenizer = getattr(denoiser, "tokenizer", None)
+    eos = None if tokenizer is None else tokenizer.eos_token_id
+    strat = build(OmegaConf.load(CONF / "strategy" / f"{strategy}.yaml"), "strategy",
+                  eos_id=lambda: eos)
+    gd = build(OmegaConf.load(CONF / "guide" / f"{guide}.yaml"), "guide", ar=lambda: ar)
+    coord = Coordinator(denoiser, strat, gd, LogLinear())
+    st = SETTINGS[family]
+    return coord.generate(st["n"], st["length"], st["steps"],
+                          generator=torch.Generator().manual_seed(0))
+
+
+def check(key: str, result) -> None:
+    got = fingerprint(result)
+    assert key in FINGERPRINTS, f"no fingerprint recorded for {key}: add {key!r}: {got!r}"
+    assert got == FINGERPRINTS[key], f"{key}: tokens changed ({got} != {FINGERPRINTS[key]})"
+
+
+@pytest.mark.parametrize("guide", GUIDES)
+@pytest.mark.parametrize("strategy", strategies())
+@pytest.mark.parametrize("family", sorted(SETTINGS))
+def test_preset_tokens_unchanged(family, strategy, guide, families):
+    check(f"{family}/{strategy}/{guide}", run_preset(family, strategy, guide, families))
+
+
+@pytest.mark.parametrize("schedule", ["loglinear", "linear", "cosine"])
+def test_time_conditioned_sedd_tokens(schedule):
+    sched = {"loglinear": LogLinear(), "linear": Linear(), "cosine": Cosine()}[schedule]
+    strat = build(OmegaConf.load(CONF / "strategy" / "ancestral.yaml"), "strategy")
+    coord = Coordinator(random_sedd(), strat, None, sched)
+    check(f"sedd/{schedule}", coord.generate(4, 8, 4, generator=torch.Generator().manual_seed(0)))
