@@ -141,6 +141,7 @@ def run_method(suite: Suite, method: Method, steps: int, seed: int) -> dict:
             "seconds": res.seconds, "cpu_seconds": cpu, "nfe_denoiser": res.nfe["denoiser"],
             "nfe_ar": res.nfe["ar_forwards"],
             "ar_tokens": res.nfe["ar_tokens"] / suite.num_samples,
+            "tokens_per_step": suite.length / res.steps_used,
             "ess": sum(ess) / len(ess) if ess else None}
 
 
@@ -182,13 +183,13 @@ def run_suite(suite: Suite, methods: list[Method], a, out: Path, extra=None) -> 
     print(f"suite {suite.name}: {suite.num_samples} samples x {suite.length} tokens per point, "
           f"steps {suite.steps}, {torch.get_num_threads()} thread(s)", flush=True)
     warm_up(suite)
+    for row in extra() if extra else []:  # the cheap single-model rows first
+        record(suite, out, row)
     for steps in suite.steps:
         for m in methods:
             if suite.capped and not a.all_steps and m.cap is not None and steps > m.cap:
                 continue
             record(suite, out, run_method(suite, m, steps, a.seed))
-    for row in extra() if extra else []:
-        record(suite, out, row)
 
 
 def run_default(a, methods: list[Method], out: Path, rows: list[dict]) -> None:

@@ -27,7 +27,11 @@ CAPS = [("none", None, "ancestral", None), ("none", None, "margin", 32),
         ("dcd", None, "left_to_right", 16), ("dcd", None, "ancestral", 16),
         ("dcd", None, "chunked", 16), ("dcd", None, "margin", 8),
         ("dcd", None, "remdm", 8),
-        ("dcd_is", 4, "ancestral", 8), ("dcd_is", 4, "margin", 4), ("dcd_is", 4, "remdm", 4)]
+        ("dcd_is", 4, "ancestral", 8), ("dcd_is", 4, "margin", 4), ("dcd_is", 4, "remdm", 4),
+        # Their conf defaults: γ = 4 (steps = drafting passes); R = 0.5, M = 8 (steps = most
+        # rounds); N = 8 particles.
+        ("speculative", None, "left_to_right", 2), ("apd", None, "left_to_right", 16),
+        ("smc", None, "ancestral", 4)]
 
 
 @dataclass

@@ -20,8 +20,10 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from decoding.checks import device_check
 from decoding.counting import CountingAR
 from decoding.guides.independent import Independent
+from decoding.loop import BatchLoop
 from decoding.sampling import Marginals, Rows, check_transforms
 from decoding.schedules import (
     LogLinear,
@@ -59,16 +61,24 @@ class _Batch:
         self._memo: dict[bool, tuple[Tensor, float, Rows]] = {}
         self.log_mass: Tensor | None = None  # (B, L), of the last bidirectional call
 
+    def forget(self) -> None:
+        """x is known to have changed: the next call needs no comparison (no host read)."""
+        self._memo.clear()
+
     def log_probs(self, x: Tensor, t: float, causal: bool = False) -> Tensor:
         """Every row: (B, L, V)."""
         return self.rows(x, t, causal).data
 
-    def rows(self, x: Tensor, t: float, causal: bool = False, need: Tensor | None = None) -> Rows:
-        """The rows at ``need`` (B, L) bool (None: all), packed when the denoiser can."""
-        # A strategy that reveals by the score mass gets every row and the mass in one call;
+    def rows(self, x: Tensor, t: float | Tensor, causal: bool = False,
+             need: Tensor | None = None) -> Rows:
+        """The rows at ``need`` (B, L) bool (None: all), packed when the denoiser can.
+        ``t``: the sampler's time, one for the batch or (B,) per row."""
+        if isinstance(t, Tensor):
+            t = tuple(t.tolist())
+        # A strategy that reveals by the score mass gets the mass with the rows, in one call;
         # the mass depends on t even where the marginals do not.
         with_mass = self.c.strategy.needs_mass and not causal
-        if not self.c.rows_only or with_mass:
+        if not self.c.rows_only:
             need = None
         memo = self._memo.get(causal)
         if memo is not None and (memo[1] == t or not (self.c.time_conditioned or with_mass)):
@@ -77,25 +87,29 @@ class _Batch:
                 same &= need is not None and not_any(need & ~memo[2].rows)
             if same.item():  # one read per call: skipping a forward needs to know
                 return memo[2]
-        t_vec = torch.full((x.shape[0],), self.c.denoiser_time(t), dtype=torch.float32,
-                           device=x.device)
+        if isinstance(t, tuple):
+            t_vec = torch.tensor([self.c.denoiser_time(v) for v in t], dtype=torch.float32,
+                                 device=x.device)
+        else:
+            t_vec = torch.full((x.shape[0],), self.c.denoiser_time(t), dtype=torch.float32,
+                               device=x.device)
+        packed = {} if need is None else {"rows": need}
+        if with_mass:
+            lp, self.log_mass = self.c.denoiser.log_probs_with_mass(x, t_vec, **packed)
+            if tuple(self.log_mass.shape) != tuple(x.shape):
+                raise ValueError(f"denoiser returned a score mass of shape "
+                                 f"{tuple(self.log_mass.shape)}, expected {tuple(x.shape)}")
+        else:
+            lp = self.c.denoiser.log_probs(x, t_vec, causal=causal, **packed)
         if need is None:
-            if with_mass:
-                lp, self.log_mass = self.c.denoiser.log_probs_with_mass(x, t_vec)
-                if tuple(self.log_mass.shape) != tuple(x.shape):
-                    raise ValueError(f"denoiser returned a score mass of shape "
-                                     f"{tuple(self.log_mass.shape)}, expected {tuple(x.shape)}")
-            else:
-                lp = self.c.denoiser.log_probs(x, t_vec, causal=causal)
             expected = (*x.shape, self.c.vocab_size)
             if tuple(lp.shape) != expected:
                 raise ValueError(f"denoiser returned shape {tuple(lp.shape)}, expected {expected}")
         else:
-            lp = self.c.denoiser.log_probs(x, t_vec, causal=causal, rows=need)
             if lp.dim() != 2 or lp.shape[-1] != self.c.vocab_size:
                 raise ValueError(f"denoiser returned shape {tuple(lp.shape)} for packed rows, "
                                  f"expected (n, {self.c.vocab_size})")
-            torch._assert_async(need.sum() == lp.shape[0], "denoiser returned a wrong row count")
+            device_check(need.sum() == lp.shape[0], "the denoiser returned a wrong row count")
         self.forwards += 1
         out = Rows(lp, need)
         self._memo[causal] = (x.clone(), t, out)
@@ -148,6 +162,8 @@ class Coordinator:
         self.guide.check(denoiser)
         ar = getattr(self.guide, "ar", None)
         self.ar = None if ar is None else CountingAR(ar)
+        if hasattr(self.guide, "check_strategy"):  # guides that accept only some strategies
+            self.guide.check_strategy(strategy)
 
     def denoiser_time(self, t: float) -> float:
         """The time the denoiser is called at for the sampler's time t (t itself when the
@@ -205,53 +221,58 @@ class Coordinator:
         trace = [StepRecord(i.index, i.t, i.s) for i in infos]
         ess_sums = [[0.0, 0] for _ in infos]
         nfe = {"denoiser": 0, "ar_forwards": 0, "ar_tokens": 0}
+        self._pending: list[tuple[StepRecord, str, Tensor]] = []
         bs = batch_size or num_samples
         starts = range(0, num_samples, bs)
-        out = []
+        out, rounds = [], []
         bar = tqdm(total=len(starts) * n_steps, disable=not progress, desc="denoising")
         t0 = time.perf_counter()
         with torch.inference_mode():
             for start in starts:
                 x = rows[start : start + bs].to(device)
-                out.append(self._run(x, infos, generator, trace, ess_sums, nfe, bar).cpu())
+                tokens, used = self._run(x, infos, generator, trace, ess_sums, nfe, bar)
+                out.append(tokens.cpu())
+                rounds.append(used.double().cpu())
         bar.close()
-        for rec, (total, count) in zip(trace, ess_sums):
+        self._settle()
+        totals = torch.stack([torch.as_tensor(t, dtype=torch.float64, device=device)
+                              for t, _ in ess_sums]).tolist()  # one read for the whole run
+        for rec, total, (_, count) in zip(trace, totals, ess_sums):
             rec.ess = total / count if count else None
         return GenerationResult(tokens=torch.cat(out), nfe=nfe, trace=trace,
-                                seconds=time.perf_counter() - t0, num_batches=len(starts))
+                                seconds=time.perf_counter() - t0, num_batches=len(starts),
+                                steps_per_sample=torch.cat(rounds))
 
-    def _run(self, x, infos, generator, trace, ess_sums, nfe, bar) -> Tensor:
-        batch = _Batch(self, x)
-        clamped = x.clone()
-        confidence = torch.zeros(x.shape, dtype=torch.float64, device=x.device)
+    def _new_batch(self, x: Tensor) -> _Batch:
+        return _Batch(self, x)
+
+    def _run(self, x, infos, generator, trace, ess_sums, nfe, bar) -> tuple[Tensor, Tensor]:
+        """One batch; returns its tokens and the denoising steps (rounds) each row used."""
+        loop = BatchLoop(self, x, infos, generator, trace, ess_sums, bar)
+        free, clamped = loop.free, x.clone()
         ar_before = self.ar.counts() if self.ar is not None else (0, 0)
         if hasattr(self.guide, "start"):
             self.guide.start(x)
-        for info, rec in zip(infos, trace):
-            t0 = time.perf_counter()
-            forwards_before = batch.forwards
-            masked = x == self.mask_id
-            if masked.any() or self.strategy.remasks:
-                state = StepState(x=x, masked=masked, free=batch.free, confidence=confidence)
-                sel, draft = self._step(batch, info, state, generator)
-                x, confidence = self._apply(x, masked, batch.free, confidence, sel, draft, rec)
-                if draft is not None and draft.ess is not None:
-                    ess_sums[info.index][0] += float(draft.ess.sum())
-                    ess_sums[info.index][1] += draft.ess.numel()
-            rec.denoiser_forwards += batch.forwards - forwards_before
-            rec.seconds += time.perf_counter() - t0
-            bar.update(1)
-        nfe["denoiser"] += batch.forwards
+        if hasattr(self.guide, "run"):  # a guide that owns the outer loop (see decoding.loop)
+            x, rounds = self.guide.run(loop, x)
+            bar.update(len(infos))
+        else:
+            confidence = torch.zeros(x.shape, dtype=torch.float64, device=x.device)
+            for info in infos:
+                x, confidence, _, _ = loop.step(info, x, confidence)
+                bar.update(1)
+            rounds = torch.full((x.shape[0],), float(len(infos)))
+        nfe["denoiser"] += loop.total_forwards()
         if self.ar is not None:
             forwards, tokens = self.ar.counts()
             nfe["ar_forwards"] += forwards - ar_before[0]
             nfe["ar_tokens"] += tokens - ar_before[1]
         if (x == self.mask_id).any():
-            raise RuntimeError(f"{type(self.strategy).__name__} left masked positions after the "
-                               "last step")
-        if not torch.equal(x[~batch.free], clamped[~batch.free]):
+            who = self.guide if hasattr(self.guide, "run") else self.strategy
+            raise RuntimeError(f"{type(who).__name__} left masked positions after the last step")
+        if not torch.equal(x[~free], clamped[~free]):
             raise RuntimeError("a clamped prompt position was changed")
-        return x
+        return x, rounds
 
     def _step(self, batch: _Batch, info: StepInfo, state: StepState, generator):
         """Ask the strategy and the guide, in the order the strategy needs."""
@@ -262,8 +283,9 @@ class Coordinator:
             draft = self._propose(batch, info, state, region, generator, need)
             state.draft, state.draft_log_q = draft.tokens, draft.log_q
             return self.strategy.select(info, state, generator), draft
-        if self.strategy.needs_mass:
-            state.marginals = self._marginals(batch, state.x, info)
+        if self.strategy.needs_mass:  # the mass of every masked row, before choosing
+            need = self._needed_rows(state, state.masked, info, strategy_rows=state.masked)
+            state.marginals = self._marginals(batch, state.x, info, need)
             state.log_mass = batch.log_mass
         sel = self.strategy.select(info, state, generator)
         if not sel.reveal.any():  # a host read, needed to skip the forward
@@ -298,26 +320,34 @@ class Coordinator:
                            causal_rows=lambda: batch.rows(state.x, info.t, True, need),
                            ar=self.ar)
         draft = self.guide.propose(ctx, generator)
-        values = draft.tokens[request]
-        if ((values < 0) | (values >= self.vocab_size)).any():
-            raise RuntimeError(f"{type(self.guide).__name__} proposed ids outside the vocabulary")
+        outside = (draft.tokens < 0) | (draft.tokens >= self.vocab_size)
+        device_check(not_any(outside & request), f"{type(self.guide).__name__} proposed ids "
+                     "outside the vocabulary", RuntimeError)
         if draft.log_q is None:
             draft.log_q = state.marginals.log_prob(draft.tokens, request)
         return draft
 
+    def _settle(self) -> None:
+        """Add the per-step counts kept on the device to the trace (one host read in all)."""
+        if self._pending:
+            values = torch.stack([v for _, _, v in self._pending]).tolist()
+            for (rec, attr, _), value in zip(self._pending, values):
+                setattr(rec, attr, getattr(rec, attr) + int(value))
+        self._pending = []
+
     def _apply(self, x, masked, free, confidence, sel: Selection, draft, rec: StepRecord):
         reveal = sel.reveal
-        if (reveal & ~masked).any():
-            raise RuntimeError(f"{type(self.strategy).__name__} revealed unmasked positions")
+        device_check(not_any(reveal & ~masked),
+                     f"{type(self.strategy).__name__} revealed unmasked positions", RuntimeError)
         if draft is not None:
             x = torch.where(reveal, draft.tokens, x)
             confidence = torch.where(reveal, draft.log_q.exp(), confidence)
-        rec.revealed += int(reveal.sum())
+        self._pending.append((rec, "revealed", reveal.sum()))
         if sel.remask is not None:
             remask = sel.remask & free & ~masked
             x = x.masked_fill(remask, self.mask_id)
             confidence = confidence.masked_fill(remask, 0.0)
-            rec.remasked += int(remask.sum())
+            self._pending.append((rec, "remasked", remask.sum()))
         if sel.fill is not None:
             x = x.masked_fill(sel.fill & free, sel.fill_value)
         return x, confidence

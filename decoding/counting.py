@@ -44,6 +44,19 @@ class CountingAR:
         self.tokens += x.numel()
         return out
 
+    def token_log_probs(self, x: Tensor) -> Tensor:
+        """(N, L) long -> (N, L) log-probs of the given tokens; counted like ``log_probs``.
+
+        Uses the model's own ``token_log_probs`` when it has one (no (N, L, V) tensor held),
+        else gathers ``log_probs``.
+        """
+        own = getattr(self.model, "token_log_probs", None)
+        out = own(x) if own is not None else (
+            self.model.log_probs(x).gather(-1, x[..., None]).squeeze(-1))
+        self.forwards += 1
+        self.tokens += x.numel()
+        return out
+
     def start(self, batch_size: int) -> tuple[Tensor, Any]:
         """Open a cache; counts one forward over ``batch_size`` BOS contexts."""
         out = self.model.start(batch_size)

@@ -36,7 +36,9 @@ class Denoiser(Protocol):
     marginals of ``log_probs`` and, from the same forward, the (B, L) log of the model's
     concrete score's total mass over the real tokens, Σ_y s(x_t)_y (SEDD, Lou et al. 2024; the
     true score's mass at a masked position is α_t/(1-α_t)). SEDD's own samplers
-    (``decoding.strategies.Analytic``, ``Euler``) reveal by it and need it.
+    (``decoding.strategies.Analytic``, ``Euler``) reveal by it and need it. With
+    ``supports_rows`` it also takes ``rows``: packed marginals, and -inf mass outside ``rows``
+    (the engine asks for the masked rows: the mass is read there only).
 
     Rows-only output: most of a step's rows are never read (an ancestral step out of 64
     reveals about 1/64 of them), and the (B, L, V) output head dominates the memory and the
@@ -86,6 +88,9 @@ class ARModel(Protocol):
     def log_probs(self, x: Tensor) -> Tensor:
         """(B, L) long -> (B, L, V) float; row i is log p(x_i | x_<i), row 0 is given BOS."""
         ...
+
+    # Optional: ``token_log_probs(x)`` -> (B, L) float, ``log_probs(x)`` gathered at x, for
+    # callers that score given tokens only (EDLM's energy) without (B, L, V) log-probs.
 
     def start(self, batch_size: int) -> tuple[Tensor, Any]:
         """Open a cache: returns (log p(x_0 | BOS) of shape (B, V), cache with length 0)."""

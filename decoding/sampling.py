@@ -14,6 +14,9 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from decoding.checks import device_check
+
+BAD_ROWS = "marginals contain NaN, +inf, or a row with no finite entry"
 CHUNK_ELEMENTS = 1 << 21  # float64 elements per chunk (16 MiB): a small fraction of real logits
 
 
@@ -33,8 +36,8 @@ def normalize_rows(
     """
     rows = rows.to(torch.float64)
     # amax propagates NaN, so one reduction catches NaN, +inf and all -inf rows.
-    if check and not torch.isfinite(rows.amax(dim=-1)).all():
-        raise ValueError("marginals contain NaN, +inf, or a row with no finite entry")
+    if check:
+        device_check(torch.isfinite(rows.amax(dim=-1)).all(), BAD_ROWS)
     if temperature != 1.0:
         rows = rows / temperature
     rows = torch.log_softmax(rows, dim=-1)
@@ -68,12 +71,15 @@ def _exp_padded(log_weights: Tensor, normalized: bool) -> tuple[Tensor, Tensor]:
     return buf.view(n, nb, block), shift
 
 
-def inverse_cdf(log_weights: Tensor, num_samples: int, generator: torch.Generator,
-                normalized: bool = False) -> tuple[Tensor, Tensor]:
+def inverse_cdf(log_weights: Tensor, num_samples: int, generator: torch.Generator | None,
+                normalized: bool = False, uniforms: Tensor | None = None
+                ) -> tuple[Tensor, Tensor]:
     """Draw ``num_samples`` tokens per row of (n, V) log-weights.
 
     Returns (tokens (n, K) long, their normalised float64 log-probabilities (n, K)).
     ``normalized=True`` promises the rows are log-probabilities (skips the max pass).
+    ``uniforms`` (n, K) float64 in [0, 1): use these instead of drawing from ``generator``
+    (draws from two distributions under shared noise, as APD's acceptance test needs).
 
     Two-level search: the row is cut into blocks of BLOCK entries; a block is chosen from the
     float64 cumulative block masses, then a token inside it from a float64 cumulative sum of
@@ -86,9 +92,9 @@ def inverse_cdf(log_weights: Tensor, num_samples: int, generator: torch.Generato
     block_cdf = e.sum(dim=-1).to(torch.float64).cumsum_(dim=-1)  # (n, nb)
     total = block_cdf[:, -1:]
     # NaN, +inf and all -inf rows all end here: the row total is not a positive finite number.
-    if not (torch.isfinite(total) & (total > 0)).all():
-        raise ValueError("marginals contain NaN, +inf, or a row with no finite entry")
-    u = torch.rand(n, num_samples, dtype=torch.float64, device=e.device, generator=generator)
+    device_check((torch.isfinite(total) & (total > 0)).all(), BAD_ROWS)
+    u = uniforms if uniforms is not None else torch.rand(
+        n, num_samples, dtype=torch.float64, device=e.device, generator=generator)
     target = u * total  # (n, K)
     # Counting entries <= target is searchsorted(right=True) without its per-row overhead;
     # it skips zero-mass blocks and tokens (their cdf equals their predecessor's).
@@ -158,8 +164,8 @@ class Rows:
         flat = self.rows.reshape(-1)
         if self._slot is None:
             self._slot = flat.cumsum(0) - 1  # position -> row of the packed data
-        # Checked on the device: no host synchronisation on this path.
-        torch._assert_async(flat[flat_idx].all(), "a row was asked for that was not computed")
+        device_check(flat[flat_idx].all(), "a row was asked for that was not computed",
+                     RuntimeError)
         return self.data[self._slot[flat_idx]]
 
     def __getitem__(self, where: Tensor) -> Tensor:

@@ -148,6 +148,9 @@ class GenerationResult:
         trace: one ``StepRecord`` per step.
         seconds: wall-clock of the whole generation.
         num_batches: how many batches the samples were generated in.
+        steps_per_sample: (N,) float64, the denoising steps each sample used: the configured
+            count, except for guides that own the loop (APD's rounds, speculative decoding's
+            windows, each one AR verification).
     """
 
     tokens: Tensor
@@ -155,3 +158,10 @@ class GenerationResult:
     trace: list[StepRecord] = field(default_factory=list)
     seconds: float = 0.0
     num_batches: int = 1
+    steps_per_sample: Tensor | None = None
+
+    @property
+    def steps_used(self) -> float | None:
+        """Mean of ``steps_per_sample``."""
+        sps = self.steps_per_sample
+        return None if sps is None else float(sps.mean())

@@ -24,6 +24,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 from dataclasses import fields
 from pathlib import Path
@@ -59,6 +60,7 @@ def run_cli(main, config_name: str, argv: list[str] | None = None,
         print(f"error: {_one_line(err)}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
+        _stop_workers()
         if full:
             raise
         print("\ninterrupted: rerun the same command to resume (finished batches are kept)",
@@ -66,15 +68,28 @@ def run_cli(main, config_name: str, argv: list[str] | None = None,
         sys.exit(130)
 
 
+def _stop_workers() -> None:
+    """Shut down joblib's worker pool, if a sweep started one: its queues' semaphores are
+    released instead of being reported as leaked at exit."""
+    module = sys.modules.get("joblib.externals.loky.reusable_executor")
+    executor = getattr(module, "_executor", None) if module else None
+    if executor is not None:
+        try:
+            executor.shutdown(wait=True, kill_workers=True)
+        except Exception:  # already broken by the interrupt: nothing left to release
+            pass
+
+
 def quote_path_arg(args: list[str], key: str) -> list[str]:
     """Turn ``key=PATH`` or a bare positional ``PATH`` into ``key='PATH'`` for Hydra."""
-    out, seen = [], False
+    out, seen, flag_value = [], False, False
     for arg in args:
         value = None
         if arg.startswith(f"{key}="):
             value = arg[len(key) + 1:]
-        elif not seen and not arg.startswith("-") and ("=" not in arg or Path(arg).exists()):
+        elif not seen and not flag_value and not arg.startswith("-") and _looks_like_path(arg):
             value = arg
+        flag_value = arg in _FLAGS_WITH_VALUE
         if value is None:
             out.append(arg)
             continue
@@ -85,10 +100,25 @@ def quote_path_arg(args: list[str], key: str) -> list[str]:
     return out
 
 
+# Hydra's flags whose value is the next argument (not a path to take).
+_FLAGS_WITH_VALUE = {"-cn", "--config-name", "-cp", "--config-path", "-cd", "--config-dir",
+                     "--experimental-rerun", "-p", "--package", "-c", "--cfg"}
+
+
+def _looks_like_path(arg: str) -> bool:
+    """An existing path, a word without ``=``, or ``a/b=...`` where ``a/b`` is no config
+    group (Hydra's group overrides are ``hydra/...`` or a folder of conf/)."""
+    if Path(arg).exists() or "=" not in arg:
+        return True
+    key = arg.split("=", 1)[0].lstrip("+~")
+    return "/" in key and not key.startswith("hydra/") and not (CONF / key).is_dir()
+
+
 def _parse(args: list[str]):
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    plain = [a for a in args if not a.startswith("-")]
+    plain = [a for i, a in enumerate(args) if not a.startswith("-")
+             and not (i > 0 and args[i - 1] in _FLAGS_WITH_VALUE)]
     try:
         return OverridesParser.create().parse_overrides(plain)
     except Exception:  # a grammar error: Hydra reports it in its own words
@@ -101,8 +131,14 @@ def _is_group(key: str) -> bool:
 
 def check_overrides(args: list[str]) -> None:
     """Refuse unknown keys among ``experiments.run`` overrides (see the module docstring)."""
+    if any(a in ("-cd", "--config-dir", "-cn", "--config-name", "-cp", "--config-path")
+           or a.startswith(("--config-dir=", "--config-name=", "--config-path=")) for a in args):
+        return  # configs of one's own: Hydra's checks and the run's own key checks apply
     overrides = [o for o in _parse(args) if not o.is_delete()
                  and not o.key_or_group.startswith("hydra") and o.package is None]
+    for o in overrides:
+        if _is_group(o.key_or_group) and (CONF / o.key_or_group).is_dir():
+            _check_options(o)
     keys = [o for o in overrides if not _is_group(o.key_or_group)]
     if not keys:
         return
@@ -119,10 +155,24 @@ def check_overrides(args: list[str]) -> None:
         _check_path(cfg, o.key_or_group.split("."), choices, o.is_add() or o.is_force_add())
 
 
-def _unknown(what: str, key: str, valid: list[str]) -> str:
+def _check_options(o) -> None:
+    folder = CONF / o.key_or_group
+    names = sorted(p.stem for p in folder.glob("*.yaml"))
+    values = list(o.sweep_string_iterator()) if o.is_sweep_override() \
+        else [o.get_value_element_as_str()]
+    for value in values:
+        if value != "null" and value not in names:
+            close = difflib.get_close_matches(value, names, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"unknown option {o.key_or_group}={value}{hint}; options: "
+                              f"{', '.join(names)}")
+
+
+def _unknown(what: str, key: str, valid: list[str], owner: str = "") -> str:
     close = difflib.get_close_matches(key, valid, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return f"unknown {what} {key!r}{hint}; accepted keys: {', '.join(valid)}"
+    owner = f" for {owner}" if owner else ""
+    return f"unknown {what} {key!r}{owner}{hint}; accepted keys: {', '.join(valid)}"
 
 
 def _compose(groups):
@@ -167,8 +217,8 @@ def _check_path(cfg, parts: list[str], choices: dict, adding: bool) -> None:
                 return
             params = [n for n in sig.parameters if n not in ("self", "cls")]
             if part not in params:
-                raise ConfigError(f"{label}: " + _unknown(f"key for {node['_target_']}", part,
-                                                          params))
+                raise ConfigError(f"{label}: " + _unknown("key", part, params,
+                                                          str(node["_target_"])))
             if part not in node:
                 return  # a constructor argument the option leaves at its default
         elif part not in node:
@@ -182,7 +232,7 @@ def _check_path(cfg, parts: list[str], choices: dict, adding: bool) -> None:
 class _JobPrefix(logging.Filter):
     """Prefixes every log record with the job's choices (one instance per process)."""
 
-    prefix = ""
+    prefix, num = "", 0
 
     def filter(self, record: logging.LogRecord) -> bool:
         if self.prefix and not getattr(record, "_duet_prefixed", False):
@@ -200,12 +250,18 @@ def job_setup(hc) -> str:
 
     if hc.mode != RunMode.MULTIRUN:
         return ""
-    if watch_parent() and hasattr(signal, "SIGINT"):
+    if watch_parent():
         # The multirun process handles Ctrl-C and ends its workers; a worker's own
         # KeyboardInterrupt would only print a second traceback.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        # tqdm's default lock is a named semaphore; a worker ended by its parent would leave
+        # it to be reported as leaked. Bars within one process need only a thread lock.
+        from tqdm import tqdm
+
+        tqdm.set_lock(threading.RLock())
     choices = hc.runtime.choices
     _PREFIX.prefix = f"[{choices.get('guide')}/{choices.get('strategy')} #{hc.job.num}]"
+    _PREFIX.num = int(hc.job.num)
     for handler in logging.getLogger().handlers:
         if _PREFIX not in handler.filters:
             handler.addFilter(_PREFIX)
@@ -214,16 +270,18 @@ def job_setup(hc) -> str:
 
 class progress_bar:  # noqa: N801  (used like a function)
     """Generation progress over every pending batch: a tqdm bar on a terminal (batches,
-    samples per second), else one log line per batch."""
+    samples per second), else a log line every ``every`` seconds and at the end."""
 
-    def __init__(self, total: int, cfg, active: bool = True):
+    def __init__(self, total: int, cfg, active: bool = True, every: float = 10.0):
         self.total, self.done, self.samples, self.seconds = total, 0, 0, 0.0
         self.active, self.bar, self.t0 = active and total > 0, None, time.perf_counter()
+        self.every, self.last = every, self.t0
         if self.active and sys.stderr.isatty():
             from tqdm import tqdm
 
+            # Parallel jobs share the terminal: each job's bar keeps a line of its own.
             self.bar = tqdm(total=total, unit="batch", desc=_PREFIX.prefix or "generating",
-                            dynamic_ncols=True, leave=False)
+                            dynamic_ncols=True, leave=False, position=_PREFIX.num % 8)
 
     def advance(self, n: int, seconds: float, num_steps: int) -> None:
         if not self.active:
@@ -234,7 +292,8 @@ class progress_bar:  # noqa: N801  (used like a function)
         if self.bar is not None:
             self.bar.set_postfix_str(f"steps={num_steps} {rate:.2f} samples/s", refresh=False)
             self.bar.update(1)
-        else:
+        elif self.done == self.total or time.perf_counter() - self.last >= self.every:
+            self.last = time.perf_counter()
             log.info("batch %d/%d done (steps=%d, %.2f samples/s overall)", self.done,
                      self.total, num_steps, rate)
 

@@ -43,17 +43,21 @@ CONF_DIR = str(conf_dir())
 
 
 def _overrides(argv: list[str]) -> list[str]:
-    """The plain ``key=value`` overrides of a command line (flags and their values dropped)."""
-    out, skip = [], False
+    """The ``key=value`` overrides of a command line, and ``--config-dir`` as a search path."""
+    out, dirs, flag = [], [], None
     for arg in argv:
-        if skip:
-            skip = False
+        if flag is not None:
+            if flag in ("-cd", "--config-dir"):
+                dirs.append(Path(arg).expanduser().resolve().as_uri())
+            flag = None
         elif arg in ("-cd", "--config-dir", "-cp", "--config-path", "-cn", "--config-name",
-                     "-c", "--cfg", "-p", "--package", "--info", "--experimental-rerun"):
-            skip = arg not in ("--info",)
+                     "-c", "--cfg", "-p", "--package", "--experimental-rerun"):
+            flag = arg  # a flag whose value follows
+        elif arg.startswith("--config-dir="):
+            dirs.append(Path(arg.split("=", 1)[1]).expanduser().resolve().as_uri())
         elif not arg.startswith("-") and "=" in arg:
             out.append(arg)
-    return out
+    return out + ([f"hydra.searchpath=[{','.join(dirs)}]"] if dirs else [])
 
 
 def _installed(module: str) -> bool:

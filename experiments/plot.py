@@ -5,8 +5,11 @@
 
 The figure has two panels: gen PPL against steps per method (log-log), and gen PPL against
 unigram entropy (each point one step count; the held-out data as a star; single-model
-baselines, ``experiments.baselines``, as horizontal lines and diamonds). A method is one job
-of the sweep, named by its overrides (e.g. ``guide=edlm``); a baseline is ``<model> alone``.
+baselines, ``experiments.baselines``, as horizontal lines and diamonds). Bars span ± one
+standard error of the gen NLL (``gen_nll_se``), i.e. exp(NLL ± SE). A method is one job of
+the sweep, named by its overrides (e.g. ``guide=edlm``); a baseline is ``<model> alone``.
+``results.csv`` is rebuilt from the run directories each time: one row per (method, step
+count), whatever a run's files repeat.
 """
 
 from __future__ import annotations
@@ -15,14 +18,16 @@ import argparse
 import csv
 import io
 import json
+import math
 from pathlib import Path
 
 from experiments.store import atomic_write, read_jsonl
 
-FIRST_COLUMNS = ["method", "guide", "strategy", "num_steps", "gen_ppl", "convention",
-                 "entropy", "gen_nll",
-                 "tv", "mauve", "nfe_denoiser", "nfe_ar", "ar_tokens", "seconds",
-                 "samples_per_second", "num_samples", "length"]
+FIRST_COLUMNS = ["method", "guide", "strategy", "num_steps", "gen_ppl", "entropy", "gen_nll",
+                 "gen_nll_se", "tv", "mauve", "nfe_denoiser", "nfe_ar", "ar_tokens", "seconds",
+                 "samples_per_second", "num_samples", "length", "seed", "convention",
+                 "device", "dtype", "duet_version", "git_commit", "torch_version",
+                 "transformers_version"]
 
 
 def _overrides(job_dir: Path, sweep_dir: Path) -> list[str]:
@@ -56,7 +61,11 @@ def collect(sweep_dir: str | Path) -> list[dict]:
     methods = _methods([p.parent for p in paths], sweep_dir)
     for path in paths:
         method = methods[path.parent]
+        seen = set()
         for line in read_jsonl(path)[0]:
+            if line.get("num_steps") in seen:
+                continue  # a repeated line (an older, unlocked writer): the first one counts
+            seen.add(line.get("num_steps"))
             rows.append({"method": method, **line})
         ref = path.parent / "reference.json"
         if ref.exists():
@@ -106,15 +115,15 @@ def draw(rows: list[dict], path: str | Path, title: str | None = None) -> None:
     alone = [r for r in rows if r.get("baseline") and r.get("gen_ppl") is not None]
     data = [r for r in rows if r["method"] == "data" and r.get("gen_ppl") is not None]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    labels = []
     for method in sorted({r["method"] for r in runs}):
         pts = sorted((r for r in runs if r["method"] == method), key=lambda r: r["num_steps"])
         xs, ys = [r["num_steps"] for r in pts], [r["gen_ppl"] for r in pts]
-        (line,) = ax1.plot(xs, ys, marker="o", label=method)
-        ax2.plot([r["entropy"] for r in pts], ys, marker="o", color=line.get_color(),
-                 label=method)
-        for r in pts:
-            ax2.annotate(str(r["num_steps"]), (r["entropy"], r["gen_ppl"]), fontsize=7,
-                         xytext=(3, 3), textcoords="offset points")
+        err = _ppl_error(pts)
+        line = ax1.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=method).lines[0]
+        ax2.errorbar([r["entropy"] for r in pts], ys, yerr=err, marker="o", capsize=3,
+                     color=line.get_color(), label=method)
+        labels += [(str(r["num_steps"]), r["entropy"], r["gen_ppl"]) for r in pts]
     for r in data:
         ax1.axhline(r["gen_ppl"], color="gray", linestyle="--", label="data")
         ax2.scatter([r["entropy"]], [r["gen_ppl"]], marker="*", s=150, color="black",
@@ -146,6 +155,7 @@ def draw(rows: list[dict], path: str | Path, title: str | None = None) -> None:
     if title:
         fig.suptitle(title)
     fig.tight_layout()
+    _place_labels(fig, ax2, labels)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
@@ -153,6 +163,40 @@ def draw(rows: list[dict], path: str | Path, title: str | None = None) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_bytes(buf.getvalue())
     tmp.replace(path)
+
+
+def _ppl_error(pts: list[dict]):
+    """(2, n) distances from gen PPL to exp(NLL - SE) and exp(NLL + SE), or None."""
+    if not any(r.get("gen_nll_se") is not None for r in pts):
+        return None
+    lo, hi = [], []
+    for r in pts:
+        se = r.get("gen_nll_se") or 0.0
+        nll = math.log(r["gen_ppl"])
+        lo.append(r["gen_ppl"] - math.exp(nll - se))
+        hi.append(math.exp(nll + se) - r["gen_ppl"])
+    return [lo, hi]
+
+
+def _place_labels(fig, ax, labels: list[tuple[str, float, float]]) -> None:
+    """Annotate points without overlapping text: each label takes the first of a few
+    offsets around its point whose box clears the labels already placed."""
+    fig.canvas.draw()  # fixes the axes' limits, so data map to final pixels
+    placed = []
+    offsets = [(3, 3), (3, -11), (-14, 3), (-14, -11), (3, 13), (-14, 13), (3, -21), (10, -5)]
+    for text, x, y in labels:
+        px, py = ax.transData.transform((x, y))
+        w, h = 5.5 * len(text) + 2, 10.0
+        for dx, dy in offsets:
+            box = (px + dx, py + dy, px + dx + w, py + dy + h)
+            if not any(_overlap(box, other) for other in placed):
+                break
+        placed.append(box)
+        ax.annotate(text, (x, y), fontsize=7, xytext=(dx, dy), textcoords="offset pixels")
+
+
+def _overlap(a, b) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
 def summarize_sweep(sweep_dir: str | Path, figure: str | Path | None = None) -> list[dict]:

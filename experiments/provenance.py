@@ -49,11 +49,17 @@ def git_commit() -> str | None:
 
 
 def model_place(model) -> tuple[str | None, str | None]:
-    """(device, dtype) of a model's first floating parameter or buffer (None: no tensors)."""
+    """(device, dtype) of a model's first floating parameter or buffer, else of the oracle's
+    tables (``model.hmm``); (None, None) when it holds no tensors."""
+    tensors = []
     if isinstance(model, torch.nn.Module):
-        for t in list(model.parameters()) + list(model.buffers()):
-            if t.is_floating_point():
-                return str(t.device), str(t.dtype).removeprefix("torch.")
+        tensors = list(model.parameters()) + list(model.buffers())
+    hmm = getattr(model, "hmm", None)
+    if hmm is not None:
+        tensors += [getattr(hmm, "transition", None)]
+    for t in tensors:
+        if isinstance(t, torch.Tensor) and t.is_floating_point():
+            return str(t.device), str(t.dtype).removeprefix("torch.")
     return None, None
 
 

@@ -5,7 +5,8 @@ evaluation, and every run directory of a sweep needs the same row. The row is ke
 ``$DUET_CACHE_DIR/reference/<hash>.json`` (default ``~/.cache/duet``) together with the key it
 was computed for: the judge's and the corpus's resolved configs (devices dropped), the
 judge's weight files (size and modification time, so retrained weights miss the cache), the
-length, the number of sequences, the oracle, and the gen-PPL convention. A run copies the row
+tokenizer that encodes the corpus, the length, the number of sequences, the oracle, and the
+gen-PPL convention. A run copies the row
 into its own ``reference.json``.
 """
 
@@ -70,6 +71,8 @@ def reference_row(s, judge_name: str) -> dict | None:
     if cfg.reference_samples == 0 or s.held_out is None:
         return None
     key = reference_key(cfg, s.evaluator, int(s.held_out.shape[0]))
+    tok = s.tokenizer  # the corpus is encoded with the denoiser's tokenizer
+    key["tokenizer"] = None if tok is None else [str(tok.name_or_path), len(tok)]
     path = cache_dir() / f"{key_hash(key)}.json"
     if path.exists():
         try:

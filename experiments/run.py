@@ -62,7 +62,10 @@ def generate_batch(s: Session, num_steps: int, batch: int, start: int, size: int
     ess = [r.ess for r in res.trace if r.ess is not None]
     cost = {"num_steps": num_steps, "batch": batch, "n": size, "seconds": res.seconds,
             "nfe_denoiser": res.nfe["denoiser"], "nfe_ar": res.nfe["ar_forwards"],
-            "ar_tokens": res.nfe["ar_tokens"], "ess": sum(ess) / len(ess) if ess else None}
+            "ar_tokens": res.nfe["ar_tokens"], "ess": sum(ess) / len(ess) if ess else None,
+            "steps_used": res.steps_used,
+            "generated": size * int(cfg.length) if prompt is None
+            else int((prompt == s.mask_id).sum())}
     tok = s.tokenizer
     rows = [{"num_steps": num_steps, "batch": batch, "index": start + i, "tokens": ids,
              "text": None if tok is None else tok.decode(ids)}
@@ -75,6 +78,9 @@ def summarize(s: Session, num_steps: int, costs: list[dict], tokens: torch.Tenso
 
     Forward counts are per batch (a forward serves every row of its batch, so this is what
     one sample's chain needs); ``ar_tokens`` is AR positions processed per sample.
+    ``num_steps`` stays as configured; ``steps_used`` is the mean over samples of the steps
+    each actually used (fewer for APD, windows for speculative decoding) and
+    ``tokens_per_step`` the generated tokens per sample over it.
     """
     cfg = s.cfg
     t0 = time.perf_counter()
@@ -90,11 +96,21 @@ def summarize(s: Session, num_steps: int, costs: list[dict], tokens: torch.Tenso
             "nfe_ar": sum(c["nfe_ar"] for c in costs) / len(costs),
             "ar_tokens": sum(c["ar_tokens"] for c in costs) / n,
             "ess": sum(ess) / len(ess) if ess else None,
+            **_tokens_per_step(costs, num_steps),
             "seconds": seconds, "samples_per_second": n / seconds if seconds > 0 else None,
             "eval_seconds": time.perf_counter() - t0}
     for key, value in provenance(cfg, s.denoiser, s.evaluator, n).items():
         line.setdefault(key, value)  # a value the evaluator reports itself wins
     return line
+
+
+def _tokens_per_step(costs: list[dict], num_steps: int) -> dict:
+    """Mean steps used per sample and generated tokens per step (older lines lack both)."""
+    n = sum(c["n"] for c in costs)
+    used = sum(c.get("steps_used", num_steps) * c["n"] for c in costs) / n
+    if any("generated" not in c for c in costs):
+        return {"steps_used": used, "tokens_per_step": None}
+    return {"steps_used": used, "tokens_per_step": sum(c["generated"] for c in costs) / n / used}
 
 
 def _reference(s: Session, store: RunStore, logger) -> None:

@@ -17,10 +17,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from decoding.checks import device_check
+
 from .kv_cache import check_kind, compiled_step, new_cache
 
 __all__ = ["ARCache", "HFCausalLM", "check_shared_tokenizer", "load_ar"]
 
+SLICE_ELEMENTS = 1 << 22  # log-softmax entries per slice in token_log_probs (16 MiB float32)
 DEFAULT_PROBES = (
     "Hello, world!",
     " The quick brown fox jumps over the lazy dog.",
@@ -131,12 +134,10 @@ class HFCausalLM(nn.Module):
         if x.dtype not in (torch.int64, torch.int32):
             raise TypeError(f"tokens must be integer ids, got dtype {x.dtype}")
         if x.numel():
-            lo, hi = torch.stack([x.min(), x.max()]).tolist()  # one device sync
-            if lo < 0 or hi >= self.vocab_size:
-                raise ValueError(
-                    f"token ids must lie in [0, {self.vocab_size}) for the AR model; got values "
-                    f"in [{lo}, {hi}] (a mask id must never reach the AR model)"
-                )
+            ends = torch.stack([x.min(), x.max()])  # checked on the device (decoding.checks)
+            device_check((ends[0] >= 0) & (ends[1] < self.vocab_size), lambda: (
+                f"token ids must lie in [0, {self.vocab_size}) for the AR model; got values "
+                f"in [{int(ends[0])}, {int(ends[1])}] (a mask id must never reach the AR model)"))
         total = context + x.shape[1]  # positions the model is fed, BOS included
         if self.max_length is not None and total > self.max_length:
             raise ValueError(
@@ -197,6 +198,30 @@ class HFCausalLM(nn.Module):
             return torch.cat(
                 [self._log_softmax(self._forward(chunk)) for chunk in inputs.split(rows)], dim=0
             )
+
+    def token_log_probs(self, x: Tensor) -> Tensor:
+        """(B, L) long -> (B, L) float32 log p(x_i | BOS, x_<i): ``log_probs`` gathered at x.
+
+        The forwards are those of ``log_probs``; the log-softmax runs on slices of positions
+        and keeps only the scored tokens, so no (B, L, V) log-probs are held.
+        """
+        with torch.inference_mode():
+            x = self._check_ids(x, context=1)
+            b, length = x.shape
+            out = torch.zeros(b, length, device=x.device)
+            if length == 0:
+                return out
+            bos = torch.full((b, 1), self.bos_id, dtype=torch.long, device=x.device)
+            inputs = torch.cat([bos, x[:, :-1]], dim=1)
+            rows = max(1, self.max_batch_tokens // length)
+            for start in range(0, b, rows):
+                logits = self._forward(inputs[start : start + rows])
+                width = max(1, SLICE_ELEMENTS // (logits.shape[0] * logits.shape[-1]))
+                for j in range(0, length, width):
+                    lp = self._log_softmax(logits[:, j : j + width])
+                    tgt = x[start : start + rows, j : j + width, None]
+                    out[start : start + rows, j : j + width] = lp.gather(-1, tgt).squeeze(-1)
+            return out
 
     def start(self, batch_size: int) -> tuple[Tensor, ARCache]:
         """Feed BOS to ``batch_size`` rows: returns (log p(x_0 | BOS) (B, V), cache of length 0)."""
@@ -283,8 +308,29 @@ def load_ar(
         ) from err
     if device is not None:
         model = model.to(device)
-    return HFCausalLM(model, tokenizer=load_tokenizer(name_or_path), cache=cache,
-                      compile_step=compile_step)
+    tokenizer = _usable_tokenizer(load_tokenizer(name_or_path), int(model.config.vocab_size),
+                                  name_or_path)
+    return HFCausalLM(model, tokenizer=tokenizer, cache=cache, compile_step=compile_step)
+
+
+def _usable_tokenizer(tokenizer: Any, model_vocab: int, where: Any) -> Any:
+    """The tokenizer, or None when it cannot be the model's own.
+
+    transformers builds an empty tokenizer (special tokens only) for a folder that has a
+    model's weights and config but no tokenizer files; taken at its word it would shrink the
+    vocabulary to a token or two. Fewer than half the model's embedding rows means the files
+    are missing: warn and run on token ids only.
+    """
+    if tokenizer is None or len(tokenizer) * 2 >= model_vocab:
+        return tokenizer
+    warnings.warn(
+        f"{str(where)!r} has weights for {model_vocab} token ids but its tokenizer knows only "
+        f"{len(tokenizer)} (no tokenizer.json, nor vocab.json with merges.txt, in the folder); "
+        "running on token ids only (no text, no tokenizer checks). Copy the tokenizer files "
+        "into the folder to get them back.",
+        stacklevel=3,
+    )
+    return None
 
 
 def _real_tokens(tokenizer: Any, default: int) -> int:

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from decoding.checks import device_check
 from decoding.schedules import EPS, LogLinear, Schedule, loglinear_sigma
 
 from .ddit import DDiT
@@ -99,16 +100,14 @@ class _DDiTDenoiser(nn.Module):
             raise ValueError(f"t must be a scalar or (B,) = ({b},), got shape {tuple(t.shape)}")
         if b == 0:
             return x.long(), t
-        # One device sync for all the range checks.
+        # Queued on the device (no host read on a GPU; see decoding.checks).
         ext = [x.min(), x.max()] if length else [x.new_zeros(()), x.new_zeros(())]
-        lo, hi, t_lo, t_hi = torch.stack([*(e.float() for e in ext), t.min(), t.max()]).tolist()
-        if lo < 0 or hi > self.mask_id:
-            raise ValueError(
-                f"token ids must lie in [0, {self.vocab_size}) or equal the mask id "
-                f"{self.mask_id}; got values in [{int(lo)}, {int(hi)}]"
-            )
-        if not (0.0 <= t_lo and t_hi <= 1.0):
-            raise ValueError(f"t must lie in [0, 1], got values in [{t_lo}, {t_hi}]")
+        ends = torch.stack([*(e.float() for e in ext), t.min(), t.max()])
+        device_check((ends[0] >= 0) & (ends[1] <= self.mask_id), lambda: (
+            f"token ids must lie in [0, {self.vocab_size}) or equal the mask id "
+            f"{self.mask_id}; got values in [{int(ends[0])}, {int(ends[1])}]"))
+        device_check((ends[2] >= 0) & (ends[3] <= 1), lambda: (
+            f"t must lie in [0, 1], got values in [{float(ends[2])}, {float(ends[3])}]"))
         return x.long(), t
 
     def log_probs(self, x: Tensor, t: Tensor | float, causal: bool = False,
@@ -135,20 +134,29 @@ class _DDiTDenoiser(nn.Module):
         linear = self.backbone.output_layer.linear
         return head_log_probs(feats, linear.weight, linear.bias, self.vocab_size, rows)
 
-    def log_probs_with_mass(self, x: Tensor, t: Tensor | float) -> tuple[Tensor, Tensor]:
+    def log_probs_with_mass(self, x: Tensor, t: Tensor | float,
+                            rows: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """The marginals and the log of the score's total mass, from one forward.
 
         Returns ((B, L, V) float32 as ``log_probs``, (B, L) float32 log Σ_y s(x_t)_y over the
         real tokens y). At a masked position the true score is p(x0_i = y | x_t)·α_t/(1-α_t)
-        (SEDD, absorbing graph), so the mass is what SEDD's own samplers reveal by.
+        (SEDD, absorbing graph), so the mass is what SEDD's own samplers reveal by. With
+        ``rows`` (B, L) bool, the marginals are packed (n, V) as in ``log_probs`` and the
+        mass is -inf outside ``rows``.
         """
         x, t = self._check(x, t)
         feats = self.backbone.head_features(x, self.noise_input(t))
         linear = self.backbone.output_layer.linear
-        lp = head_log_probs(feats, linear.weight, linear.bias, self.vocab_size)
-        return lp, self._log_mass(x, t, feats, lp)
+        lp = head_log_probs(feats, linear.weight, linear.bias, self.vocab_size, rows)
+        t_pos = t[:, None].expand(x.shape)
+        if rows is None:
+            return lp, self._log_mass(t_pos, feats, lp)
+        mass = torch.full(x.shape, -torch.inf, device=x.device)
+        mass[rows] = self._log_mass(t_pos[rows], feats[rows], lp)
+        return lp, mass
 
-    def _log_mass(self, x: Tensor, t: Tensor, feats: Tensor, lp: Tensor) -> Tensor:
+    def _log_mass(self, t: Tensor, feats: Tensor, lp: Tensor) -> Tensor:
+        """log mass of each row: t (...), feats (..., H), log-probs (..., V) -> (...)."""
         raise NotImplementedError
 
     def forward(self, x: Tensor, t: Tensor | float, causal: bool = False) -> Tensor:
@@ -195,10 +203,10 @@ class MDLMDenoiser(_DDiTDenoiser):
             return torch.zeros_like(t, dtype=torch.float32)
         return self.schedule.sigma(t)
 
-    def _log_mass(self, x: Tensor, t: Tensor, feats: Tensor, lp: Tensor) -> Tensor:
+    def _log_mass(self, t: Tensor, feats: Tensor, lp: Tensor) -> Tensor:
         # SUBS outputs the denoising distribution itself: its score mass is the ideal one, so
         # SEDD's samplers reveal a masked position with exactly the posterior's probability.
-        return self.schedule.ideal_log_mass(t)[:, None].expand(x.shape)
+        return self.schedule.ideal_log_mass(t)
 
 
 class SEDDDenoiser(_DDiTDenoiser):
@@ -232,7 +240,7 @@ class SEDDDenoiser(_DDiTDenoiser):
     def noise_input(self, t: Tensor) -> Tensor:
         return self.schedule.sigma(t)
 
-    def _log_mass(self, x: Tensor, t: Tensor, feats: Tensor, lp: Tensor) -> Tensor:
+    def _log_mass(self, t: Tensor, feats: Tensor, lp: Tensor) -> Tensor:
         # logsumexp of the raw logits = logit - log p at any one token; taking each row's most
         # likely token keeps it exact in float32 and costs (B, L, H), not another (B, L, V).
         top = lp.argmax(dim=-1, keepdim=True)
@@ -242,7 +250,7 @@ class SEDDDenoiser(_DDiTDenoiser):
             logit = logit + linear.bias[top[..., 0]].float()
         log_mass = logit - lp.gather(-1, top)[..., 0]
         if self.scale_by_sigma:
-            log_mass = log_mass - self._score_offset(t)[:, None]
+            log_mass = log_mass - self._score_offset(t)
         return log_mass
 
     def _score_offset(self, t: Tensor) -> Tensor:

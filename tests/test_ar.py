@@ -219,3 +219,14 @@ def test_windowed_cache_matches_batch_after_crop_and_reorder(gen, cache):
     ar.reorder(cache, index)
     out = ar.extend(cache, x[index, 12:20])
     torch.testing.assert_close(out[:, :-1], full[index, 13:20], atol=1e-5, rtol=1e-5)
+
+
+def test_token_log_probs_gathers_log_probs(ar, gen, monkeypatch):
+    import models.ar as ar_module
+
+    x = seqs(gen, b=5, length=11)
+    full = ar.log_probs(x).gather(-1, x[..., None]).squeeze(-1)
+    monkeypatch.setattr(ar_module, "SLICE_ELEMENTS", 3 * V)  # several slices per forward
+    small = HFCausalLM(ar.model, tokenizer=ar.tokenizer, max_batch_tokens=22)  # 2-row chunks
+    assert torch.equal(small.token_log_probs(x), full)
+    assert ar.token_log_probs(x[:, :0]).shape == (5, 0)

@@ -95,3 +95,15 @@ def test_targets_logic():
     assert report.oracle_target(oracle)["status"] == "PASS"
     oracle[-1]["gen_nll"] = 1.03
     assert report.oracle_target(oracle)["status"] == "MISS"
+
+
+def test_samplers_benchmark_quick_oracle(tmp_path):
+    samplers = _load("samplers")
+    rows = samplers.main(["--suite", "oracle", "--quick", "--gammas", "2", "--draft-steps", "1",
+                          "--mixture-weights", "0,1", "--out", str(tmp_path)])
+    assert [r["method"] for r in rows] == ["ar", "spec2/1", "apd0", "apd1"]
+    assert (tmp_path / "samplers.csv").exists() and (tmp_path / "samplers.md").exists()
+    ar, spec, apd0, apd1 = rows
+    assert ar["tokens_per_step"] == 1 and ar["nfe_ar"] == ar["length"]
+    assert 1 < spec["tokens_per_step"] <= 3 and spec["nfe_ar"] < ar["nfe_ar"] + 1
+    assert apd1["tokens_per_step"] == 5 and apd0["tokens_per_step"] < 5  # R = 1: M + 1 a round

@@ -19,7 +19,7 @@ CONF = Path(__file__).resolve().parent.parent / "conf"
 RUN_GROUPS = ["denoiser", "ar", "judge", "strategy", "guide", "schedule", "data", "corpus",
               "oracle", "logger", "experiment"]
 REQUIRED = {
-    "guide": {"none", "edlm", "dcd", "dcd_is"},
+    "guide": {"none", "edlm", "dcd", "dcd_is", "speculative", "apd", "smc"},
     "strategy": {"ancestral", "confidence", "margin", "entropy", "left_to_right", "remdm",
                  "blocks"},
     "denoiser": {"tiny", "hmm", "sedd_small", "sedd_medium", "mdlm_owt"},
@@ -174,6 +174,12 @@ def test_missing_target_key_and_bad_target():
         build(OmegaConf.create({"_target_": "nowhere.Thing"}), "guide", {"guide": "x"})
 
 
+# Guides that commit left to right, and SMC (values-independent choices, no remasking).
+REFUSED = ({(g, s) for g in ("speculative", "apd") for s in options("strategy")
+            if s != "left_to_right"}
+           | {("smc", s) for s in ("confidence", "entropy", "margin", "remdm")})
+
+
 @pytest.mark.parametrize("strategy", options("strategy"))
 @pytest.mark.parametrize("guide", options("guide"))
 def test_every_strategy_and_guide_generate_on_the_oracle(strategy, guide):
@@ -182,6 +188,11 @@ def test_every_strategy_and_guide_generate_on_the_oracle(strategy, guide):
                        "steps=[2,4]"])
     s = Session(cfg, {"strategy": strategy, "guide": guide})
     s.check_steps()
+    if (guide, strategy) in REFUSED:  # refused when the Coordinator is built, before any call
+        with pytest.raises(ConfigError, match=f"strategy={strategy}, guide={guide} with "
+                                              ".*(left_to_right|ancestral)"):
+            _ = s.coordinator
+        return
     gen = torch.Generator().manual_seed(0)
     out = s.coordinator.generate(4, cfg.length, 4, generator=gen)
     assert out.tokens.shape == (4, cfg.length) and (out.tokens < s.denoiser.vocab_size).all()
@@ -201,6 +212,23 @@ def test_every_task_builds_prompts(data):
     out = s.coordinator.generate(5, cfg.length, 2, prompt=prompts,
                                  generator=torch.Generator().manual_seed(0))
     assert torch.equal(out.tokens[given], prompts[given])
+
+
+def test_dtype_reaches_every_model_group():
+    cfg = compose_run(["dtype=bfloat16"])
+    den = build(cfg.denoiser, "denoiser")
+    ar, judge = build(cfg.ar, "ar"), build(cfg.judge, "judge")
+    assert den.backbone.output_layer.linear.weight.dtype == torch.bfloat16
+    for model in (ar, judge):
+        assert next(model.parameters()).dtype == torch.bfloat16
+    assert ar.cache_kind == "dynamic" and not ar.compile_step
+    for group in ("denoiser", "ar", "judge"):
+        for option in options(group):
+            node = compose_run([f"{group}={option}", "dtype=float16"])[group]
+            if node is not None and str(node._target_).startswith("models.load_"):
+                assert node.dtype == "float16", (group, option)
+    with pytest.raises(ConfigError, match="dtype must be one of"):
+        experiments.config.validate(compose_run(["dtype=float64"]))
 
 
 def test_run_checks_the_ar_speaks_the_denoisers_tokens():

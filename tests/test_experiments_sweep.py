@@ -1,13 +1,16 @@
 """Command-line runs in subprocesses: a joblib multirun ending in the sweep summary, an
-interrupted sweep resumed, and a two-process torchrun (gloo) run on the HMM oracle."""
+interrupted sweep resumed, a sweep whose multirun process is SIGKILLed, and a two-process
+torchrun (gloo) run on the HMM oracle."""
 
 from __future__ import annotations
 
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -66,3 +69,104 @@ def test_torchrun_two_processes_match_one(tmp_path):
     assert len(samples(tmp_path / "ddp")) == 16
     metrics = (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(m)["num_steps"] for m in metrics] == [1, 2]
+
+
+def _workers(pid: int) -> list[int]:
+    """Processes started for the sweep ``pid`` (loky's workers are not all its children)."""
+    out = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            env = (proc / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"DUET_SWEEP_PARENT={pid}".encode() in env and int(proc.name) != pid:
+            out.append(int(proc.name))
+    return out
+
+
+def _gone(pids: list[int], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not any(Path(f"/proc/{p}").exists() and "zombie" not in _state(p) for p in pids):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def _state(pid: int) -> str:
+    try:
+        return (Path(f"/proc/{pid}/status").read_text().split("State:")[1].split("\n")[0])
+    except (OSError, IndexError):
+        return "zombie"
+
+
+def _lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def _start_sweep(args: list[str], sweep: Path, batches: int, log: Path) -> subprocess.Popen:
+    """Start a sweep in its own process group, its output to ``log`` (a pipe would stay open
+    as long as any worker lives); return once a job has written ``batches`` more batches."""
+    before = {p: len(_lines(p)) for p in sweep.glob("*/batches.jsonl")}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and proc.poll() is None:
+        if any(len(_lines(p)) >= before.get(p, 0) + batches
+               for p in sweep.glob("*/batches.jsonl")):
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the sweep ended before it could be interrupted"
+    return proc
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc")
+def test_interrupted_and_killed_sweep_resumes_without_duplicates(tmp_path):
+    """Ctrl-C stops a sweep cleanly; SIGKILL of the multirun process alone, mid-way, stops
+    its workers too; a rerun at once completes every run directory, and each then holds
+    every line exactly once and equals an uninterrupted run."""
+    sweep = tmp_path / "sweep"
+    args = ["-m", "experiments.run", "-m", "experiment=hmm_oracle", "guide=none,dcd",
+            "num_samples=40", "batch_size=2", "steps=[1,2,4]", "hydra/launcher=local",
+            f"hydra.sweep.dir={sweep}"]
+    proc = _start_sweep(args, sweep, 2, tmp_path / "ctrl-c.log")
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends
+    proc.wait(timeout=60)
+    out = (tmp_path / "ctrl-c.log").read_text()
+    assert proc.returncode == 130, out[-2000:]
+    assert "Traceback" not in out and "leaked" not in out and "interrupted" in out, out[-2000:]
+    assert "[none/ancestral #0]" in out or "[dcd/ancestral #1]" in out  # jobs' log prefixes
+    parent = _start_sweep(args, sweep, 6, tmp_path / "killed.log")
+    workers = _workers(parent.pid)
+    assert workers
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait()
+    cli(*args)  # at once: an orphan still holding a run directory's lock is waited for
+    assert _gone(workers, 10), "a worker outlived the multirun process"
+    runs = sorted(p.parent for p in sweep.glob("*/metrics.jsonl"))
+    assert len(runs) == 2
+    for run_dir in runs:
+        guide = "dcd" if "guide=dcd" in run_dir.name else "none"
+        whole = tmp_path / f"whole_{guide}"
+        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+            cfg = compose("run", overrides=args[3:4] + [f"guide={guide}"] + args[5:8])
+        runner.run(cfg, whole)
+        for name, key in (("samples.jsonl", ("num_steps", "index")),
+                          ("batches.jsonl", ("num_steps", "batch")),
+                          ("metrics.jsonl", ("num_steps",))):
+            got = [json.loads(x) for x in _lines(run_dir / name)]
+            keys = [tuple(r[k] for k in key) for r in got]
+            assert len(keys) == len(set(keys)), f"{run_dir.name}/{name} repeats a line"
+            want = [json.loads(x) for x in _lines(whole / name)]
+            assert sorted(keys) == sorted(tuple(r[k] for k in key) for r in want), name
+        assert samples(run_dir) == samples(whole)
+        got = {m["num_steps"]: m for m in map(json.loads, _lines(run_dir / "metrics.jsonl"))}
+        for m in map(json.loads, _lines(whole / "metrics.jsonl")):
+            assert got[m["num_steps"]]["gen_nll"] == pytest.approx(m["gen_nll"])
+            assert got[m["num_steps"]]["tv"] == pytest.approx(m["tv"])
+    with open(sweep / "results.csv") as f:
+        rows = [(r["method"], r["num_steps"]) for r in csv.DictReader(f)]
+    assert len(rows) == len(set(rows)) == 2 * 3 + 1

@@ -78,6 +78,12 @@ def test_missing_launcher_plugin_says_what_to_install(tmp_path, monkeypatch):
     cli.check_launchers("run", ["steps=2"])  # the default launcher needs nothing
     with pytest.raises(SystemExit, match=r"needs far-launcher: pip install \"duet-dlm\[launchers"):
         cli.check_launchers("run", ["-m", "hydra/launcher=far", "steps=1,2"])
+    mine = tmp_path / "mine" / "experiment"  # a preset of one's own that picks it
+    mine.mkdir(parents=True)
+    (mine / "far.yaml").write_text("# @package _global_\ndefaults:\n"
+                                   "  - override /hydra/launcher: far\n")
+    with pytest.raises(SystemExit, match="needs far-launcher"):
+        cli.check_launchers("run", ["-m", "--config-dir", str(mine.parent), "+experiment=far"])
 
 
 def test_missing_wandb_says_what_to_install(monkeypatch):

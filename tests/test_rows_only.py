@@ -9,7 +9,15 @@ from copula import CopulaGuide, CopulaISGuide
 from decoding import Coordinator
 from decoding.guides import Independent
 from decoding.sampling import Marginals, Rows
-from decoding.strategies import Ancestral, Blocks, Confidence, LeftToRight, ReMDM
+from decoding.strategies import (
+    Analytic,
+    Ancestral,
+    Blocks,
+    Confidence,
+    Euler,
+    LeftToRight,
+    ReMDM,
+)
 from edlm import EnergyGuide
 from models.ar import HFCausalLM
 
@@ -24,6 +32,8 @@ STRATEGIES = {
     "remdm_conf": lambda: ReMDM("conf"),
     "blocks_margin": lambda: Blocks(6, Confidence("margin")),
     "blocks_eos": lambda: Blocks(4, Ancestral(), stop_at_eos=True, eos_id=0),
+    "analytic": lambda: Analytic(),
+    "euler": lambda: Euler(),
 }
 GUIDES = {
     "none": lambda ar: Independent(),
@@ -49,6 +59,10 @@ class Recording(torch.nn.Module):
         self.computed.append(x.numel() if rows is None else int(rows.sum()))
         return self.inner.log_probs(x, t, causal=causal, rows=rows)
 
+    def log_probs_with_mass(self, x, t, rows=None):
+        self.computed.append(x.numel() if rows is None else int(rows.sum()))
+        return self.inner.log_probs_with_mass(x, t, rows=rows)
+
 
 @pytest.fixture(scope="module")
 def models():
@@ -72,6 +86,21 @@ def test_rows_only_gives_identical_tokens(models, strategy, guide):
     assert torch.equal(out[False][0], out[True][0])
     assert out[False][1] == out[True][1]
     assert out[True][2] < out[False][2]  # fewer rows were computed
+
+
+def test_sedd_mass_with_rows_matches_the_full_call(gen):
+    from models.denoisers import SEDDDenoiser
+
+    den = SEDDDenoiser(random_denoiser().backbone)
+    x = torch.randint(0, den.vocab_size, (3, 12), generator=gen)
+    masked = torch.rand(3, 12, generator=gen) < 0.5
+    x = x.masked_fill(masked, den.mask_id)
+    t = torch.full((3,), 0.7)
+    lp, mass = den.log_probs_with_mass(x, t)
+    lp_rows, mass_rows = den.log_probs_with_mass(x, t, rows=masked)
+    torch.testing.assert_close(lp_rows, lp[masked], atol=1e-6, rtol=0)
+    torch.testing.assert_close(mass_rows[masked], mass[masked], atol=1e-5, rtol=1e-6)
+    assert torch.isneginf(mass_rows[~masked]).all()
 
 
 def test_value_independent_steps_ask_only_for_revealed_rows(models):

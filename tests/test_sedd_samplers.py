@@ -165,6 +165,10 @@ def test_score_mass_is_the_log_score_total():
     assert torch.allclose(log_mass[masked], torch.logsumexp(score[..., :V], -1)[masked],
                           atol=1e-5)
     assert torch.allclose(lp, den.log_probs(x, t), atol=1e-6)
+    calls = []
+    den.backbone.sigma_map.register_forward_pre_hook(lambda *a: calls.append(1))
+    den.log_probs_with_mass(x, t)
+    assert len(calls) == 1  # marginals and mass from one forward
 
 
 def test_refused_without_a_score_mass_or_with_alpha_one_zero():

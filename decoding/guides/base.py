@@ -25,6 +25,12 @@ class Guide(Protocol):
     An optional ``needed_rows(masked, request, info) -> (B, L) bool`` declares the positions
     whose marginals (and causal rows) ``propose`` will read this step; the Coordinator then
     asks a denoiser that supports it for those rows only. Without it every row is computed.
+
+    Optional hooks for samplers whose outer loop is not the step grid:
+    ``check_strategy(strategy)`` raises ValueError, when the Coordinator is built, for a
+    strategy the algorithm cannot use; ``run(loop, x)`` takes over each batch's loop and
+    returns (tokens (B, L), steps used per row (B,)), calling the models only through the
+    ``decoding.loop.BatchLoop`` handle so that every forward is counted.
     """
 
     def check(self, denoiser) -> None: ...

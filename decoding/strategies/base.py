@@ -34,7 +34,11 @@ class Strategy:
         return schedule.times(steps)
 
     def draft_region(self, info: StepInfo, state: StepState) -> Tensor:
-        """(B, L) bool: positions that need drafted values before ``select`` (needs_draft)."""
+        """(B, L) bool: positions that need drafted values before ``select`` (needs_draft).
+
+        ``select`` may read the step's marginals only inside this region: with a denoiser
+        that computes chosen rows only, no other row exists (reading one fails loudly).
+        """
         return state.masked
 
     def select(self, info: StepInfo, state: StepState, generator: torch.Generator) -> Selection:

@@ -37,8 +37,11 @@ class AREnergy:
         parts = []
         for start in range(0, N, rows):
             chunk = candidates[start : start + rows]
-            lp = ar.log_probs(chunk)
-            tok_lp = lp.gather(-1, chunk[..., None]).squeeze(-1).to(torch.float64)
+            if hasattr(ar, "token_log_probs"):  # the scored tokens only: no (n, L, V)
+                tok_lp = ar.token_log_probs(chunk).to(torch.float64)
+            else:
+                lp = ar.log_probs(chunk)
+                tok_lp = lp.gather(-1, chunk[..., None]).squeeze(-1).to(torch.float64)
             if self.carry_over:
                 tok_lp = tok_lp.masked_fill(~masked[start : start + rows], 0.0)
             parts.append(tok_lp.sum(dim=1))
