@@ -35,6 +35,14 @@ GUIDES = ("none", "edlm", "dcd", "dcd_is")
 SETTINGS = {"tiny": dict(n=3, length=16, steps=4), "hmm": dict(n=4, length=6, steps=3)}
 
 FINGERPRINTS = {
+    "hmm/chunked/dcd": "9ba5e2d9867021cd",
+    "hmm/chunked/dcd_is": "7177fc6e49000829",
+    "hmm/chunked/edlm": "d32d4649adf3e90e",
+    "hmm/chunked/none": "c38fe683b6fa8ec8",
+    "tiny/chunked/dcd": "6012941c00578cb6",
+    "tiny/chunked/dcd_is": "f94b5adf507c0825",
+    "tiny/chunked/edlm": "25d857b6f42258cc",
+    "tiny/chunked/none": "723a829b61539c69",
     "hmm/analytic/dcd": "12d869caf54fd522",
     "hmm/analytic/dcd_is": "b4887569e33427cb",
     "hmm/analytic/edlm": "f244d27196a9ad5b",
