@@ -66,8 +66,9 @@ def model_place(model) -> tuple[str | None, str | None]:
 def convention(cfg, evaluator=None) -> str | None:
     """The gen-PPL convention a run used: the evaluator's, else the config's, else None."""
     value = getattr(evaluator, "convention", None)
-    if value is None and cfg is not None and "convention" in cfg:
-        value = cfg.get("convention")
+    for key in ("gen_ppl_convention", "convention"):
+        if value is None and cfg is not None and key in cfg:
+            value = cfg.get(key)
     return None if value is None else str(value)
 
 
