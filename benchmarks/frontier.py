@@ -263,7 +263,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     torch.set_num_threads(a.threads)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    methods, rows = selected(METHODS + a.method, a.methods), []
+    known = {m.name for m in METHODS}  # a --method already in the list is measured once
+    extra = [m for i, m in enumerate(a.method)
+             if m.name not in known and m.name not in {x.name for x in a.method[:i]}]
+    methods, rows = selected(METHODS + extra, a.methods), []
     start = time.perf_counter()
     if a.from_csv:
         rows = read_csv(Path(a.from_csv))
