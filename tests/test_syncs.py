@@ -24,7 +24,8 @@ from models.ar import HFCausalLM
 # Reads the engine needs, per step: whether anything is masked (an empty step draws and
 # costs nothing), whether the strategy revealed anything (else no forward), and the number of
 # rows to compute and to draw (the denoiser's packed head, the sampler's row chunks).
-ALLOWED = {"_run", "_step", "head_log_probs", "_chunks"}
+# ``step`` is ``decoding.loop.BatchLoop.step``, which runs each plain step for ``_run``.
+ALLOWED = {"_run", "step", "_step", "head_log_probs", "_chunks"}
 
 
 class Reads:
