@@ -18,7 +18,8 @@ composed and built exactly as ``experiments.run`` does (``experiments.config.bui
 option is measured without editing this script: ``--method speculative/ancestral``. The default
 list (``METHODS``): guides none, edlm<K> (``guide=edlm guide.num_candidates=K``, K = 2, 4, 8),
 dcd, dcd_is4; strategies ancestral, margin, remdm, and left_to_right (dcd only: DCD's
-autoregressive variant; dcd with ancestral is the chunked variant). ``--set key=value`` applies
+autoregressive variant); dcd/chunked is DCD's chunked variant as the paper runs it (8-token
+chunks), dcd/ancestral reveals positions one by one. ``--set key=value`` applies
 Hydra overrides to every method (``--set guide.beta=2``, ``--set schedule=cosine``). Every
 method draws the same number of samples per point from a generator seeded by (seed, steps)
 only, so methods share random numbers at each step count. In the default suite, the costlier
@@ -262,7 +263,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     torch.set_num_threads(a.threads)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    methods, rows = selected(METHODS + a.method, a.methods), []
+    known = {m.name for m in METHODS}  # a --method already in the list is measured once
+    extra = [m for i, m in enumerate(a.method)
+             if m.name not in known and m.name not in {x.name for x in a.method[:i]}]
+    methods, rows = selected(METHODS + extra, a.methods), []
     start = time.perf_counter()
     if a.from_csv:
         rows = read_csv(Path(a.from_csv))

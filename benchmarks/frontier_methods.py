@@ -25,7 +25,8 @@ CAPS = [("none", None, "ancestral", None), ("none", None, "margin", 32),
         ("edlm", 2, "margin", 8), ("edlm", 4, "margin", 8), ("edlm", 8, "margin", 4),
         ("edlm", 2, "remdm", 8), ("edlm", 4, "remdm", 8), ("edlm", 8, "remdm", 4),
         ("dcd", None, "left_to_right", 16), ("dcd", None, "ancestral", 16),
-        ("dcd", None, "margin", 8), ("dcd", None, "remdm", 8),
+        ("dcd", None, "chunked", 16), ("dcd", None, "margin", 8),
+        ("dcd", None, "remdm", 8),
         ("dcd_is", 4, "ancestral", 8), ("dcd_is", 4, "margin", 4), ("dcd_is", 4, "remdm", 4),
         # Their conf defaults: γ = 4 (steps = drafting passes); R = 0.5, M = 8 (steps = most
         # rounds); N = 8 particles.

@@ -149,10 +149,12 @@ def pair_target(rows: list[dict]) -> dict:
     rows = [r for r in rows if r["suite"] == "default"]
     ar, base, data = _find(rows, "ar/generate"), _find(rows, "none/ancestral", 128), \
         _find(rows, "data")
-    if ar is None or base is None or data is None:
-        return {"target": text, "measured": "not measured (needs ar/generate, none/ancestral "
-                "at 128 steps and the data row)", "status": "N/A"}
-    ref = min((ar, base), key=lambda r: r["gen_ppl"])
+    if ar is None or data is None:
+        return {"target": text, "measured": "not measured (needs ar/generate and the data "
+                "row)", "status": "N/A"}
+    # Without the 128-step point the reference is the guide alone: a miss against it is a
+    # miss against the better of the two, a pass is not yet a pass.
+    ref = min((r for r in (ar, base) if r is not None), key=lambda r: r["gen_ppl"])
     cands = [r for r in rows if _guided(r) and r["steps"] <= PAIR_STEPS
              and r["entropy"] >= PAIR_ENTROPY * data["entropy"]]
     if not cands:
@@ -164,8 +166,9 @@ def pair_target(rows: list[dict]) -> dict:
     measured = (f"best {best['method']} at {best['steps']} steps: gen PPL {_ppl(best)} "
                 f"(entropy {best['entropy']:.3f}, {best['seconds']:.1f} s) vs {ref['method']} "
                 f"{_ppl(ref)} ({gain:+.1%} lower; AR guide alone {_ppl(ar)} in "
-                f"{ar['seconds']:.1f} s, none/ancestral at 128 steps {_ppl(base)} in "
-                f"{base['seconds']:.1f} s)")
+                f"{ar['seconds']:.1f} s, CPU {ar.get('cpu_seconds', float('nan')):.1f} s; "
+                + (f"none/ancestral at 128 steps {_ppl(base)} in {base['seconds']:.1f} s)"
+                   if base is not None else "none/ancestral at 128 steps not measured)"))
     wins_clock = False
     if fast:
         quick = min(fast, key=lambda r: r["gen_ppl"])
@@ -178,7 +181,10 @@ def pair_target(rows: list[dict]) -> dict:
                      f"(fastest: {fastest['method']} at {fastest['steps']} steps, "
                      f"{fastest['seconds']:.1f} s)")
     ok = gain >= PAIR_GAIN and wins_clock
-    return {"target": text, "measured": measured, "status": "PASS" if ok else "MISS"}
+    status = "PASS" if ok else "MISS"
+    if ok and base is None:
+        status = "N/A"
+    return {"target": text, "measured": measured, "status": status}
 
 
 def targets(rows: list[dict]) -> list[dict]:

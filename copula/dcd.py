@@ -34,11 +34,13 @@ class CopulaGuide:
     Args:
         ar: AR model sharing the denoiser's tokenizer (``decoding.protocols.ARModel``).
         beta: weight of the log-ratio V (1 for text, as in the paper).
+        first_token: "bos" (x̃_0 from the AR model after BOS, tilted like every position) or
+            "marginal" (x̃_0 from the bidirectional marginal, the authors' rule).
     """
 
-    def __init__(self, ar, beta: float = 1.0):
-        self.ar, self.beta = ar, beta
-        self.drafter = CopulaDrafter(ar, beta)
+    def __init__(self, ar, beta: float = 1.0, first_token: str = "bos"):
+        self.ar, self.beta, self.first_token = ar, beta, first_token
+        self.drafter = CopulaDrafter(ar, beta, first_token)
 
     def check(self, denoiser) -> None:
         check_vocabularies(denoiser, self.ar)

@@ -8,6 +8,16 @@ Masked position i is drawn from the AR model tilted by the denoiser's log-ratio 
 the bidirectional marginal over the prefix-only (causal) one: V carries what the suffix says
 about position i, which the AR model cannot see. Known positions are fed as they are.
 
+Temperature and top-p reach both passes alike: the causal row gets the same temperature and
+is restricted to, and renormalised over, the bidirectional row's nucleus. So where position i
+has no right context (the two rows are equal) V is 0 on the nucleus, and the draft is the AR
+model restricted to it. (The authors' code applies neither transform to either pass.)
+
+First token (``first_token``): ``"bos"`` draws x̃_0 like every other position, from the AR
+model's p(· | BOS) tilted by V[0]; ``"marginal"`` draws it from the bidirectional marginal
+alone, as the authors' code does. The AR model still reads its BOS before x̃_0 afterwards
+(the incremental ``ARModel`` API always starts from BOS); their code feeds no BOS at all.
+
 The cache holds the tokens fed so far. At each step it is cut back to the longest prefix that
 is still known in every row and unchanged, so with left-to-right unmasking nothing is ever fed
 twice and the AR model decodes L tokens in total.
@@ -24,6 +34,21 @@ from decoding.sampling import Rows, inverse_cdf
 from decoding.types import GuideContext
 
 LOG_FLOOR = -69.0  # log(1e-30): a causal log-prob of -inf must not turn V into +inf
+FIRST_TOKEN = ("bos", "marginal")
+
+
+def log_ratio(bi: Tensor, causal: Tensor, temperature: float = 1.0) -> Tensor:
+    """V = log q(c | x_t) - log q(c | x_t^{<i}) for (n, V) rows -> (n, V) float64.
+
+    ``bi``: the bidirectional rows after temperature/top-p (normalised log-probs, -inf outside
+    the nucleus); ``causal``: the raw causal log-probs. The causal rows get the same
+    temperature and the bidirectional nucleus, renormalised; V is -inf outside the nucleus.
+    """
+    ca = causal.to(torch.float64)
+    keep = torch.isfinite(bi)
+    if temperature != 1.0 or not keep.all():  # else already normalised (the protocol's rows)
+        ca = torch.log_softmax((ca / temperature).masked_fill(~keep, -torch.inf), dim=-1)
+    return torch.where(keep, bi - ca.clamp_min(LOG_FLOOR), -torch.inf)
 
 
 @dataclass
@@ -44,8 +69,10 @@ class CopulaDrafter:
     ``ar``); only the free cache edits use ``ar`` directly.
     """
 
-    def __init__(self, ar, beta: float = 1.0):
-        self.ar, self.beta = ar, beta
+    def __init__(self, ar, beta: float = 1.0, first_token: str = "bos"):
+        if first_token not in FIRST_TOKEN:
+            raise ValueError(f"first_token must be one of {FIRST_TOKEN}, got {first_token!r}")
+        self.ar, self.beta, self.first_token = ar, beta, first_token
         self.reset()
 
     def reset(self) -> None:
@@ -118,11 +145,14 @@ class CopulaDrafter:
             where = torch.zeros_like(ctx.masked)
             where[:, i] = base
             bi = ctx.marginals.rows(where)
-            ca = causal[where].to(torch.float64).clamp_min(LOG_FLOOR)
-            tilt = bi - ca
-            if rep is not None:
-                tilt = tilt.repeat_interleave(k, dim=0)
-            draw, lr = inverse_cdf(self.nxt[rows] + self.beta * tilt, 1, generator)
+            if i == 0 and self.first_token == "marginal":
+                logits = bi if rep is None else bi.repeat_interleave(k, dim=0)
+            else:
+                tilt = log_ratio(bi, causal[where], ctx.marginals.temperature)
+                if rep is not None:
+                    tilt = tilt.repeat_interleave(k, dim=0)
+                logits = self.nxt[rows] + self.beta * tilt
+            draw, lr = inverse_cdf(logits, 1, generator)
             tokens[rows, i] = draw[:, 0]
             log_r[rows] += lr[:, 0]
         if score_tail and end > p:

@@ -25,12 +25,16 @@ from hydra.errors import CompactHydraException, InstantiationException
 from hydra.utils import get_object, instantiate
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from experiments.genppl import CONVENTIONS
+from experiments.mauve_score import FEATURES, INSTALL
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SPECIAL_KEYS = {"_target_", "_partial_", "_args_", "_recursive_", "_convert_"}
 # Model weights' precision (null: as loaded, float32); sampling stays float64 whatever it is.
 DTYPES = (None, "float32", "bfloat16", "float16")
 # Keys that may change between a run and its resumption without changing its samples.
-NON_IDENTITY_KEYS = ("steps", "logger", "progress", "device", "threads", "mauve", "name")
+NON_IDENTITY_KEYS = ("steps", "logger", "progress", "device", "threads", "mauve", "name",
+                     "mauve_features")
 
 
 class ConfigError(ValueError, CompactHydraException):
@@ -63,6 +67,8 @@ class RunConfig:
     top_p: float = 1.0
     reference_samples: int = 64
     mauve: bool = False
+    mauve_features: str = "last"
+    gen_ppl_convention: str = "bos"
     device: str = "cpu"
     dtype: str | None = None
     threads: int | None = None
@@ -131,6 +137,11 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"top_p must lie in (0, 1], got {cfg.top_p}")
     if cfg.threads is not None:
         _positive_int("threads", cfg.threads)
+    if cfg.gen_ppl_convention not in CONVENTIONS:
+        raise ConfigError(f"unknown gen_ppl_convention {cfg.gen_ppl_convention!r}; choose one "
+                          f"of {', '.join(CONVENTIONS)}")
+    if cfg.mauve_features not in FEATURES:
+        raise ConfigError(f"mauve_features must be one of {FEATURES}, got {cfg.mauve_features!r}")
     if cfg.get("dtype") not in DTYPES:
         raise ConfigError(f"dtype must be one of {', '.join(map(str, DTYPES))}, "
                           f"got {cfg.dtype!r}")
@@ -142,7 +153,7 @@ def require_mauve() -> None:
     try:
         import mauve  # noqa: F401
     except ImportError as err:
-        raise ConfigError("mauve=true needs the MAUVE package: pip install mauve-text") from err
+        raise ConfigError(f"mauve=true: {INSTALL}") from err
 
 
 def identity(cfg: DictConfig) -> dict:

@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from experiments.cli import run_cli
 from experiments.commands import CONF_DIR
 from experiments.config import ConfigError, build
+from experiments.genppl import get_convention
 from experiments.metrics import Evaluator
 from experiments.store import RunStore, atomic_write
 
@@ -58,11 +59,12 @@ def _oracle(run_dir: Path):
     return build(saved.get("oracle"), "oracle")
 
 
-def evaluate_run(run_dir: Path, judge, judge_name: str) -> list[dict]:
+def evaluate_run(run_dir: Path, judge, judge_name: str, convention: str = "bos") -> list[dict]:
     """Score every step count of one run; returns and writes the lines."""
     store = RunStore(run_dir)
     tok = source_tokenizer(run_dir)
-    evaluator = Evaluator(judge, tok, None if tok is None else tok.eos_token_id)
+    evaluator = Evaluator(judge, tok, None if tok is None else tok.eos_token_id,
+                          convention=convention)
     steps = sorted({r["num_steps"] for r in store.samples()})
     lines = []
     for num_steps in steps:
@@ -78,12 +80,14 @@ def evaluate_run(run_dir: Path, judge, judge_name: str) -> list[dict]:
 
 def evaluate(cfg: DictConfig, choices: dict | None = None) -> dict[str, list[dict]]:
     """Re-score every run under ``cfg.run_dir`` with ``cfg.judge``."""
+    convention = str(cfg.get("gen_ppl_convention", "bos"))
+    get_convention(convention)  # an unknown name fails before the judge loads
     dirs = run_dirs(cfg.run_dir)
     if cfg.threads is not None:
         torch.set_num_threads(int(cfg.threads))
     judge_name = (choices or {}).get("judge") or "judge"
     judge = build(cfg.judge, "judge", choices, hmm=lambda: _oracle(dirs[0]))
-    return {str(d): evaluate_run(d, judge, judge_name) for d in dirs}
+    return {str(d): evaluate_run(d, judge, judge_name, convention) for d in dirs}
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="evaluate")

@@ -1,21 +1,21 @@
 """Sample quality: generative perplexity under a judge, unigram entropy, exact oracle metrics,
 and MAUVE (optional).
 
-Conventions (the field's, stated so numbers can be compared):
+Conventions (stated so numbers can be compared):
 
-* **End of sequence.** A sample counts up to and including its first EOS token; what follows
-  is dropped (from the judge's score and from the entropy). Without an EOS id (the HMM
-  oracle) the whole sequence counts.
-* **Gen PPL** = exp(sum of judge NLL / number of judged tokens), pooled over all tokens of all
-  samples; each sample is scored after the judge's own BOS. When the judge's tokenizer is not
-  the samples' tokenizer, each sample is decoded to text and re-encoded by the judge (the
-  judge's EOS stands in for an EOS that ended the sample). A sample longer than the judge's
-  context is scored in consecutive windows, each after BOS.
-* **Entropy** = mean over samples of the entropy (nats) of the sample's own unigram
-  distribution of token ids.
+* **Gen PPL** follows a named convention (``experiments.genppl.CONVENTIONS``): ``bos`` (the
+  default: after the judge's BOS, up to and including the first EOS) or ``mdlm`` (MDLM/ReMDM:
+  no BOS, judge-context chunks, text after EOS kept, later EOS unweighted). Pooled over all
+  judged tokens of all samples; clamped prompt/infill tokens are context, never scored. When
+  the judge's tokenizer is not the samples', samples are decoded to text and re-encoded by
+  the judge (EOS ids map to the judge's EOS; clamped and generated runs are re-encoded
+  separately so that each judge token is one or the other).
+* **Entropy** = mean over samples of the entropy (nats) of the unigram distribution of the
+  sample's generated token ids (cut after the first EOS under ``bos``).
 * **Oracle judge** (``models.HMMAutoregressive``): gen NLL is exact, -log p(x) / L averaged
-  over samples, gen PPL = exp(gen NLL); TV to the true joint is added when the HMM can be
-  enumerated and all rows share one prompt.
+  over samples, gen PPL = exp(gen NLL) (convention ``exact``); TV to the true joint is added
+  when the HMM can be enumerated and all rows share one prompt.
+* **MAUVE** (``experiments.mauve_score``): judge features of samples against held-out text.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ import math
 import torch
 from torch import Tensor
 
-SCORE_TOKENS = 2048  # judged positions per forward: bounds the (rows, L, V) log-prob tensor
+from experiments.genppl import CONVENTIONS, get_convention, pooled_nll
+from experiments.mauve_score import judge_features, mauve_score
 
 
 def trim(tokens: Tensor, eos_id: int | None) -> list[list[int]]:
@@ -75,57 +76,46 @@ def to_judge_ids(seqs: list[list[int]], source_tok, judge_tok, eos_id: int | Non
     return out
 
 
-def _windows(seqs: list[list[int]], size: int | None) -> list[list[int]]:
-    if size is None:
-        return [s for s in seqs if s]
-    return [s[i : i + size] for s in seqs for i in range(0, len(s), size) if s[i : i + size]]
-
-
-@torch.inference_mode()
 def judge_nll(judge, seqs: list[list[int]]) -> tuple[float, int]:
-    """(sum of -log p_judge(x_i | BOS, x_<i) over every token, number of tokens)."""
-    max_len = getattr(judge, "max_length", None)
-    context = 1 if hasattr(judge, "bos_id") else 0  # the BOS a transformers judge prepends
-    windows = _windows(seqs, None if max_len is None else max_len - context)
-    windows.sort(key=len)  # similar lengths share a forward: less padding
-    total, count, i = 0.0, 0, 0
-    while i < len(windows):
-        width = len(windows[min(len(windows) - 1, i)])
-        rows = max(1, SCORE_TOKENS // max(width, 1))
-        chunk = windows[i : i + rows]
-        width = max(len(s) for s in chunk)
-        x = torch.zeros(len(chunk), width, dtype=torch.long)
-        valid = torch.zeros(len(chunk), width, dtype=torch.bool)
-        for r, s in enumerate(chunk):
-            x[r, : len(s)] = torch.tensor(s)
-            valid[r, : len(s)] = True
-        device = getattr(judge, "device", "cpu")
-        lp = judge.log_probs(x.to(device)).double().cpu()
-        tok_lp = lp.gather(-1, x.unsqueeze(-1)).squeeze(-1)
-        total -= float(tok_lp[valid].sum())
-        count += int(valid.sum())
-        i += len(chunk)
-    return total, count
+    """(sum of -log p_judge(x_i | BOS, x_<i) over every token, number of tokens): the ``bos``
+    convention on whole sequences (sliding windows past the judge's context)."""
+    sums, counts = pooled_nll(judge, seqs, [[True] * len(s) for s in seqs], CONVENTIONS["bos"],
+                              None)
+    return sum(sums), sum(counts)
 
 
-@torch.inference_mode()
-def judge_features(judge, seqs: list[list[int]], batch: int = 16) -> Tensor:
-    """(N, H) final hidden state at each sequence's last token (MAUVE's text features)."""
-    model = getattr(judge, "model", None)
-    if model is None:
-        raise ValueError("MAUVE needs a transformers judge (hidden states); this judge has none")
-    feats = []
-    for i in range(0, len(seqs), batch):
-        chunk = seqs[i : i + batch]
-        width = max(len(s) for s in chunk) + 1
-        x = torch.zeros(len(chunk), width, dtype=torch.long)
-        for r, s in enumerate(chunk):
-            x[r, : len(s) + 1] = torch.tensor([judge.bos_id, *s])
-        out = model(input_ids=x.to(judge.device), output_hidden_states=True)
-        last = torch.tensor([len(s) for s in chunk], device=judge.device)
-        hidden = out.hidden_states[-1]
-        feats.append(hidden[torch.arange(len(chunk)), last].float().cpu())
-    return torch.cat(feats)
+def to_judge_pieces(seq: list[int], generated: list[bool], source_tok, judge_tok,
+                    eos_id: int | None) -> tuple[list[int], list[bool]]:
+    """One sample's judge ids and which of them were generated, re-encoding through text.
+
+    The sample is cut into runs of clamped or generated tokens, and at every EOS (which maps to
+    the judge's EOS); each run is decoded and re-encoded on its own.
+    """
+    if same_tokenizer(source_tok, judge_tok):
+        return list(seq), list(generated)
+    ids, flags, run, run_flag = [], [], [], None
+
+    def close():
+        if run:
+            text = source_tok.decode(run, skip_special_tokens=True)
+            new = list(judge_tok(text, add_special_tokens=False)["input_ids"])
+            ids.extend(new)
+            flags.extend([run_flag] * len(new))
+            run.clear()
+
+    for tok, flag in zip(seq, generated):
+        if eos_id is not None and tok == eos_id:
+            close()
+            if judge_tok.eos_token_id is not None:
+                ids.append(judge_tok.eos_token_id)
+                flags.append(flag)
+            continue
+        if flag != run_flag:
+            close()
+            run_flag = flag
+        run.append(tok)
+    close()
+    return ids, flags
 
 
 class Evaluator:
@@ -136,46 +126,71 @@ class Evaluator:
         source_tokenizer: the samples' tokenizer (the denoiser's), None for the oracle.
         eos_id: the samples' end-of-sequence id (None: no EOS convention).
         mauve_reference: (W, L) held-out ids; when given, MAUVE against them is computed.
+        convention: the gen-PPL convention's name (``experiments.genppl.CONVENTIONS``).
+        stride: sliding-window stride past the judge's context (default: half of it).
+        mauve_features: ``last`` (MAUVE's) or ``mean`` (see ``experiments.mauve_score``).
     """
 
     def __init__(self, judge, source_tokenizer=None, eos_id: int | None = None,
-                 mauve_reference: Tensor | None = None):
+                 mauve_reference: Tensor | None = None, convention: str = "bos",
+                 stride: int | None = None, mauve_features: str = "last"):
+        self.rule = get_convention(convention)
         self.judge, self.source_tokenizer, self.eos_id = judge, source_tokenizer, eos_id
+        self.stride, self.mauve_features = stride, mauve_features
         self.hmm = getattr(judge, "hmm", None)
+        # The name recorded in metrics lines; the oracle judge's NLL is exact, not a convention.
+        self.convention = "exact" if self.hmm is not None else self.rule.name
         self.judge_tokenizer = getattr(judge, "tokenizer", None)
         self._mauve_ref = None
         if mauve_reference is not None:
-            self._mauve_ref = judge_features(judge, self._judge_ids(trim(mauve_reference,
-                                                                         eos_id)))
+            ref = self._judge_ids(trim(mauve_reference, eos_id))
+            self._mauve_ref = judge_features(judge, ref, pool=mauve_features)
 
     def _judge_ids(self, seqs):
         if self.source_tokenizer is None or self.judge_tokenizer is None:
             return seqs
         return to_judge_ids(seqs, self.source_tokenizer, self.judge_tokenizer, self.eos_id)
 
+    def samples(self, tokens: Tensor, prompt: Tensor | None = None
+                ) -> tuple[list[list[int]], list[list[bool]]]:
+        """The samples as the convention reads them, and which tokens were generated."""
+        gen = torch.ones_like(tokens, dtype=torch.bool) if prompt is None else \
+            (torch.as_tensor(prompt).to(tokens.device).expand_as(tokens) != tokens)
+        seqs = trim(tokens, self.eos_id if self.rule.stop_at_eos else None)
+        return seqs, [g[: len(s)] for s, g in zip(seqs, gen.tolist())]
+
+    def nll(self, tokens: Tensor, prompt: Tensor | None = None) -> tuple[list[float], list[int]]:
+        """Per-sample (judge NLL sum, judged tokens) under the convention."""
+        pieces = [to_judge_pieces(s, g, self.source_tokenizer, self.judge_tokenizer, self.eos_id)
+                  for s, g in zip(*self.samples(tokens, prompt))]
+        judge_eos = getattr(self.judge_tokenizer, "eos_token_id", None) \
+            if self.judge_tokenizer is not None else self.eos_id
+        return pooled_nll(self.judge, [p[0] for p in pieces], [p[1] for p in pieces],
+                          self.rule, judge_eos, self.stride)
+
     def __call__(self, tokens: Tensor, prompt: Tensor | None = None) -> dict:
-        """Metrics of (N, L) long samples; ``prompt`` (N, L) the clamped rows, if any."""
-        seqs = trim(tokens, self.eos_id)
-        out = {"entropy": unigram_entropy(seqs),
-               "mean_length": sum(map(len, seqs)) / max(len(seqs), 1)}
+        """Metrics of (N, L) long samples; ``prompt`` (N, L) the clamped rows, if any (mask id
+        where generated)."""
+        seqs, gen = self.samples(tokens, prompt)
+        out = {"entropy": unigram_entropy([[t for t, g in zip(s, f) if g]
+                                           for s, f in zip(seqs, gen)]),
+               "mean_length": sum(map(len, seqs)) / max(len(seqs), 1),
+               "convention": self.convention}
         if self.hmm is not None:
             out["gen_nll"] = self.hmm.gen_nll(tokens)
             out["gen_ppl"] = math.exp(out["gen_nll"])
             out["tv"] = self._tv(tokens, prompt)
         else:
-            nll, count = judge_nll(self.judge, self._judge_ids(seqs))
-            out["gen_nll"] = nll / max(count, 1)
+            sums, counts = self.nll(tokens, prompt)
+            count = sum(counts)
+            out["gen_nll"] = sum(sums) / max(count, 1)
             out["gen_ppl"] = math.exp(out["gen_nll"])
             out["judged_tokens"] = count
         if self._mauve_ref is not None:
-            import mauve
-
-            q = judge_features(self.judge, self._judge_ids(seqs))
-            res = mauve.compute_mauve(p_features=self._mauve_ref.numpy(),
-                                      q_features=q.numpy(), verbose=False)
-            out["mauve"] = float(res.mauve)
+            q = judge_features(self.judge, self._judge_ids(trim(tokens, self.eos_id)),
+                               pool=self.mauve_features)
+            out["mauve"] = mauve_score(self._mauve_ref, q)
         return out
-
     def _tv(self, tokens: Tensor, prompt: Tensor | None) -> float | None:
         if tokens.shape[1] != self.hmm.length:
             return None

@@ -16,7 +16,6 @@ from importlib import metadata
 import torch
 
 from experiments.config import REPO_ROOT
-from experiments.metrics import judge_nll, to_judge_ids, trim
 
 
 @lru_cache(maxsize=1)
@@ -79,7 +78,8 @@ def provenance(cfg, denoiser=None, evaluator=None, num_samples: int | None = Non
             "num_samples": num_samples}
 
 
-def gen_nll_se(evaluator, tokens: torch.Tensor) -> float | None:
+def gen_nll_se(evaluator, tokens: torch.Tensor, prompt: torch.Tensor | None = None
+               ) -> float | None:
     """Standard error of the pooled gen NLL over samples.
 
     Pooled NLL is a ratio (sum of NLL / sum of tokens); its standard error is the delta-method
@@ -93,11 +93,8 @@ def gen_nll_se(evaluator, tokens: torch.Tensor) -> float | None:
     if hmm is not None:
         per = -hmm.log_prob(tokens).double() / tokens.shape[1]
         return float(per.std() / math.sqrt(n))
-    seqs = trim(tokens, evaluator.eos_id)
-    if evaluator.source_tokenizer is not None and evaluator.judge_tokenizer is not None:
-        seqs = to_judge_ids(seqs, evaluator.source_tokenizer, evaluator.judge_tokenizer,
-                            evaluator.eos_id)
-    pairs = [judge_nll(evaluator.judge, [s]) for s in seqs if s]
+    sums, counts = evaluator.nll(tokens, prompt)  # per sample, under its convention
+    pairs = [(a, c) for a, c in zip(sums, counts) if c > 0]
     if len(pairs) < 2:
         return None
     sums = torch.tensor([p[0] for p in pairs], dtype=torch.float64)

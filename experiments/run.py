@@ -85,7 +85,7 @@ def summarize(s: Session, num_steps: int, costs: list[dict], tokens: torch.Tenso
     cfg = s.cfg
     t0 = time.perf_counter()
     quality = s.evaluator(tokens, s.prompts)
-    quality["gen_nll_se"] = gen_nll_se(s.evaluator, tokens)
+    quality["gen_nll_se"] = gen_nll_se(s.evaluator, tokens, s.prompts)
     seconds = sum(c["seconds"] for c in costs)
     n = tokens.shape[0]
     ess = [c["ess"] for c in costs if c["ess"] is not None]

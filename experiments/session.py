@@ -218,7 +218,9 @@ class Session:
         ref = self.held_out if self.cfg.mauve else None
         if self.cfg.mauve and ref is None:
             raise ConfigError("mauve=true needs held-out text: set a corpus")
-        return Evaluator(self.judge, self.tokenizer, self.eos_id, mauve_reference=ref)
+        return Evaluator(self.judge, self.tokenizer, self.eos_id, mauve_reference=ref,
+                         convention=str(self.cfg.gen_ppl_convention),
+                         mauve_features=str(self.cfg.mauve_features))
 
     def load(self) -> None:
         """Build every model and the prompts now, so a bad one fails before generating."""

@@ -148,6 +148,25 @@ class RunStore:
             atomic_write(self.batches_path, "".join(json.dumps(b) + "\n" for b in kept_b))
         self._done = set(done)
         self._finished = {m["num_steps"] for m in kept_m}
+        self._repair_baselines()
+
+    def _repair_baselines(self) -> None:
+        """The same for ``experiments.baselines``' files: a baseline counts once its line is
+        written; samples of one without a line (the writer died while scoring) are dropped."""
+        lines_path = self.dir / "baselines.jsonl"
+        samples_path = self.dir / "baseline_samples.jsonl"
+        lines, torn_l = read_jsonl(lines_path)
+        kept_l = _first_of(lines, lambda b: b["baseline"])
+        if torn_l or len(kept_l) != len(lines):
+            atomic_write(lines_path, "".join(json.dumps(b) + "\n" for b in kept_l))
+        if not samples_path.exists():
+            return
+        samples, torn_s = read_jsonl(samples_path)
+        done = {b["baseline"] for b in kept_l}
+        kept_s = [r for r in _first_of(samples, lambda r: (r["baseline"], r["index"]))
+                  if r["baseline"] in done]
+        if torn_s or len(kept_s) != len(samples):
+            atomic_write(samples_path, "".join(json.dumps(r) + "\n" for r in kept_s))
 
     def state(self) -> dict:
         """{"finished": {num_steps: metrics line}, "batches": {num_steps: {batch: cost line}}}."""

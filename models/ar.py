@@ -138,10 +138,11 @@ class HFCausalLM(nn.Module):
             device_check((ends[0] >= 0) & (ends[1] < self.vocab_size), lambda: (
                 f"token ids must lie in [0, {self.vocab_size}) for the AR model; got values "
                 f"in [{int(ends[0])}, {int(ends[1])}] (a mask id must never reach the AR model)"))
-        total = context + x.shape[1]
+        total = context + x.shape[1]  # positions the model is fed, BOS included
         if self.max_length is not None and total > self.max_length:
             raise ValueError(
-                f"{total} positions (BOS included) exceed the AR model's maximum {self.max_length}"
+                f"{total} positions fed (BOS included) exceed the AR model's maximum "
+                f"{self.max_length}"
             )
         return x.long().to(self.device)
 
@@ -165,14 +166,34 @@ class HFCausalLM(nn.Module):
         return model(input_ids=ids, attention_mask=mask, **kwargs).logits
 
     def log_probs(self, x: Tensor) -> Tensor:
-        """(B, L) long -> (B, L, V) float32; row i = log p(x_i | BOS, x_<i)."""
+        """(B, L) long -> (B, L, V) float32; row i = log p(x_i | BOS, x_<i).
+
+        The model is fed BOS + x_<L-1 (L positions): the last token is scored, never fed, so
+        L may equal the model's context.
+        """
         with torch.inference_mode():
-            x = self._check_ids(x, context=1)
+            x = self._check_ids(x, context=0)
             b, length = x.shape
             if length == 0:
                 return torch.zeros(b, 0, self.vocab_size, device=x.device)
             bos = torch.full((b, 1), self.bos_id, dtype=torch.long, device=x.device)
-            inputs = torch.cat([bos, x[:, :-1]], dim=1)
+            return self._score(torch.cat([bos, x[:, :-1]], dim=1))
+
+    def next_log_probs(self, x: Tensor) -> Tensor:
+        """(B, L) long -> (B, L, V) float32 with no BOS: row i = log p(next | x_0..x_i).
+
+        For windows of a longer text (a judge's sliding windows, the no-BOS gen-PPL
+        convention): x_0 is context only, and row L-1 predicts the token after the window.
+        """
+        with torch.inference_mode():
+            x = self._check_ids(x, context=0)
+            if x.shape[1] == 0:
+                return torch.zeros(x.shape[0], 0, self.vocab_size, device=x.device)
+            return self._score(x)
+
+    def _score(self, inputs: Tensor) -> Tensor:
+        with torch.inference_mode():
+            length = inputs.shape[1]
             rows = max(1, self.max_batch_tokens // length)
             return torch.cat(
                 [self._log_softmax(self._forward(chunk)) for chunk in inputs.split(rows)], dim=0

@@ -204,11 +204,20 @@ def build_backbone(config: DDiTConfig, state: dict, source: str = "checkpoint",
     return model.eval()
 
 
+TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer_config.json", "tokenizer.model",
+                   "spiece.model", "vocab.txt")
+
+
 def load_tokenizer(name_or_path: str | os.PathLike, warn: bool = True) -> Any:
     """A transformers tokenizer from a folder or hub id (cache only when offline), or None."""
     try:
         from transformers import AutoTokenizer
 
+        folder = Path(name_or_path)
+        if folder.is_dir() and not any((folder / f).exists() for f in TOKENIZER_FILES):
+            # Recent transformers build an empty tokenizer (one token) from a model folder
+            # that holds none: that must read as "no tokenizer", not as a 1-token vocabulary.
+            raise FileNotFoundError(f"no tokenizer file in {folder}")
         return AutoTokenizer.from_pretrained(str(name_or_path))
     except Exception as err:  # missing files and offline misses surface as several types
         if warn:

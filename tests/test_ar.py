@@ -114,7 +114,7 @@ def test_bad_inputs_rejected(ar, gen):
     with pytest.raises(ValueError, match=r"\[0, 10\)"):
         ar.extend(cache, torch.tensor([[V + 3]]))
     with pytest.raises(ValueError, match="maximum"):
-        ar.log_probs(torch.zeros(1, 32, dtype=torch.long))  # 32 + BOS > n_positions
+        ar.log_probs(torch.zeros(1, 33, dtype=torch.long))  # BOS + 32 fed > n_positions
     model = tiny_gpt2()
     model.config.bos_token_id = None
     with pytest.raises(ValueError, match="BOS"):

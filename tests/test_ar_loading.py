@@ -23,7 +23,8 @@ def test_folder_without_tokenizer_files_runs_on_ids_with_a_warning(tmp_path):
     bare.mkdir()
     for name in ("config.json", "model.safetensors"):
         shutil.copy(TINY_AR / name, bare / name)
-    with pytest.warns(UserWarning, match="token ids only"):
+    # GPT-2 folders get an empty tokenizer back, Mistral-shaped ones an error: both warn.
+    with pytest.warns(UserWarning, match="token ids"):
         ids_only = load_ar(bare)
     assert ids_only.tokenizer is None
     assert ids_only.vocab_size == with_tok.vocab_size and ids_only.bos_id == with_tok.bos_id

@@ -59,7 +59,8 @@ def test_frontier_measures_any_conf_option(tmp_path):
     assert {(m.guide, m.strategy) for m in frontier.METHODS} <= {
         (g, s) for g in frontier.options("guide") for s in frontier.options("strategy")}
     rows = frontier.main(["--suite", "oracle", "--quick", "--steps", "2", "--no-plots",
-                          "--method", "edlm16/entropy", "--methods", "edlm16",
+                          "--method", "edlm16/entropy", "--method", "edlm16/entropy",
+                          "--method", "dcd/left_to_right", "--methods", "edlm16",
                           "--set", "guide.carry_over=true", "--out", str(tmp_path)])
     (point,) = [r for r in rows if r.get("strategy")]
     assert point["method"] == "edlm16/entropy" and point["k"] == 16

@@ -205,3 +205,21 @@ def test_tiny_models_run_and_rescore(tmp_path, guide):
         ecfg = compose("evaluate", overrides=[f"run_dir={tmp_path}", "judge=tiny"])
     (again,) = evaluate(ecfg, {"judge": "tiny"})[str(tmp_path)]
     assert again["gen_ppl"] == pytest.approx(line["gen_ppl"], rel=1e-4)
+
+
+def test_repeated_lines_of_an_older_writer_are_dropped_on_start(tmp_path):
+    cfg = compose_run(SMALL)
+    runner.run(cfg, tmp_path / "whole")
+    part = tmp_path / "part"
+    runner.run(cfg, part)
+    for name in ("samples.jsonl", "batches.jsonl", "metrics.jsonl"):  # everything twice
+        text = (part / name).read_text()
+        (part / name).write_text(text + text)
+    with open(part / "baseline_samples.jsonl", "a") as f:  # a baseline that never finished
+        f.write(json.dumps({"baseline": "judge", "index": 0, "tokens": [0], "text": None}) + "\n")
+    runner.run(cfg, part)
+    for name in ("samples.jsonl", "batches.jsonl", "metrics.jsonl"):
+        assert len(lines(part / name)) == len(lines(tmp_path / "whole" / name)), name
+    assert sample_key(lines(part / "samples.jsonl")) == sample_key(
+        lines(tmp_path / "whole" / "samples.jsonl"))
+    assert all(r["baseline"] != "judge" for r in lines(part / "baseline_samples.jsonl"))

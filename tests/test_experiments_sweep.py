@@ -156,7 +156,9 @@ def test_interrupted_and_killed_sweep_resumes_without_duplicates(tmp_path):
         runner.run(cfg, whole)
         for name, key in (("samples.jsonl", ("num_steps", "index")),
                           ("batches.jsonl", ("num_steps", "batch")),
-                          ("metrics.jsonl", ("num_steps",))):
+                          ("metrics.jsonl", ("num_steps",)),
+                          ("baselines.jsonl", ("baseline",)),
+                          ("baseline_samples.jsonl", ("baseline", "index"))):
             got = [json.loads(x) for x in _lines(run_dir / name)]
             keys = [tuple(r[k] for k in key) for r in got]
             assert len(keys) == len(set(keys)), f"{run_dir.name}/{name} repeats a line"

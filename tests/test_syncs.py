@@ -24,8 +24,7 @@ from models.ar import HFCausalLM
 # Reads the engine needs, per step: whether anything is masked (an empty step draws and
 # costs nothing), whether the strategy revealed anything (else no forward), and the number of
 # rows to compute and to draw (the denoiser's packed head, the sampler's row chunks).
-# ``step`` is ``decoding.loop.BatchLoop.step``, which runs each plain step for ``_run``.
-ALLOWED = {"_run", "step", "_step", "head_log_probs", "_chunks"}
+ALLOWED = {"step", "_step", "head_log_probs", "_chunks"}
 
 
 class Reads:
@@ -98,7 +97,8 @@ def test_per_step_host_reads_are_the_needed_ones(name, reads):
     before = sum(reads.sites.values())
     coord.generate(4, 16, steps=steps, generator=torch.Generator().manual_seed(0))
     per_step = (sum(reads.sites.values()) - before) / steps
-    allowed = ALLOWED | {"generate", "_settle"}  # once a run: the trace's counts and ESS
+    # Once a run: the trace's counts and ESS, and the final checks (no mask left, clamps kept).
+    allowed = ALLOWED | {"generate", "_settle", "_run"}
     if strategy.needs_draft:
         allowed |= {"rows"}  # a step may reveal nothing: compare x to skip the next forward
     outside = {site: n for site, n in reads.sites.items() if site not in allowed}
