@@ -203,10 +203,11 @@ class HFCausalLM(nn.Module):
         """(B, L) long -> (B, L) float32 log p(x_i | BOS, x_<i): ``log_probs`` gathered at x.
 
         The forwards are those of ``log_probs``; the log-softmax runs on slices of positions
-        and keeps only the scored tokens, so no (B, L, V) log-probs are held.
+        and keeps only the scored tokens, so no (B, L, V) log-probs are held. Like
+        ``log_probs``, it feeds BOS + x_<L-1 (L positions).
         """
         with torch.inference_mode():
-            x = self._check_ids(x, context=1)
+            x = self._check_ids(x, context=0)
             b, length = x.shape
             out = torch.zeros(b, length, device=x.device)
             if length == 0:
