@@ -25,9 +25,9 @@ import time
 
 import torch
 
-from decoding.guides.prefix_ar import PrefixScorer, gather_rows
+from decoding.guides.prefix_ar import LiveRows, PrefixScorer, gather_rows
 from decoding.guides.speculative import require_left_to_right
-from decoding.loop import BatchLoop, check_prefix_prompt, first_masked
+from decoding.loop import BatchLoop, check_prefix_prompt
 from decoding.protocols import check_vocabularies
 from decoding.sampling import inverse_cdf
 
@@ -78,30 +78,19 @@ class APDGuide:
     def run(self, loop: BatchLoop, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, L) prompt rows -> (B, L) tokens, (B,) rounds per row."""
         check_prefix_prompt(loop.free, type(self).__name__)
-        B, L = x.shape
-        out, rounds = x.clone(), torch.zeros(B, dtype=torch.long)
-        rows = torch.arange(B, device=x.device)
-        free = loop.free
-        scorer = PrefixScorer(loop.ar, B, loop.mask_id)
+        rounds = torch.zeros(x.shape[0], dtype=torch.long)
+        live = LiveRows(loop, PrefixScorer(loop.ar, x.shape[0], loop.mask_id), x)
         max_rounds = len(loop.infos)
         for r in range(max_rounds):
-            p = first_masked(x, loop.mask_id)
-            done = p >= L
-            if done.any():
-                out[rows[done]] = x[done]
-                keep = (~done).nonzero().squeeze(1)
-                if keep.numel() == 0:
-                    break
-                rows, x, free, p = rows[keep], x[keep], free[keep], p[keep]
-                scorer.reorder(keep)
-                loop.use_rows(x, free)
+            p = live.advance()
+            if p is None:
+                break
             t0 = time.perf_counter()
-            x = self._round(loop, scorer, x, p, max_rounds - r, loop.infos[r].index)
-            rounds[rows.cpu()] += 1
+            live.x = self._round(loop, live.scorer, live.x, p, max_rounds - r,
+                                 loop.infos[r].index)
+            rounds[live.rows.cpu()] += 1
             loop.record(r, seconds=time.perf_counter() - t0)
-        else:
-            out[rows] = x
-        return out, rounds
+        return live.result(), rounds
 
     def _round(self, loop: BatchLoop, scorer: PrefixScorer, x, p, rounds_left: int, index: int):
         B, L = x.shape

@@ -14,6 +14,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from decoding.loop import first_masked
+
 
 class PrefixScorer:
     """Owns one batch's AR cache.
@@ -73,3 +75,43 @@ def gather_rows(rows: Tensor, c: int, where: Tensor) -> Tensor:
     row-major (every True position must lie in c .. c + rows.shape[1] - 1)."""
     b, i = where.nonzero(as_tuple=True)
     return rows[b, i - c]
+
+
+class LiveRows:
+    """The rows of a left-to-right batch that are still generating.
+
+    A row whose every position is revealed is copied out and dropped from the batch, the AR
+    cache and the loop's denoiser batch, so later rounds cost nothing for it.
+
+    Args:
+        loop: the batch's ``decoding.loop.BatchLoop``.
+        scorer: the batch's ``PrefixScorer``.
+        x: (B, L) the prompt rows.
+    """
+
+    def __init__(self, loop, scorer: PrefixScorer, x: Tensor):
+        self.loop, self.scorer, self.x = loop, scorer, x
+        self.out = x.clone()
+        self.rows = torch.arange(x.shape[0], device=x.device)  # output row of each live row
+        self.free = loop.free
+
+    def advance(self) -> Tensor | None:
+        """Retire finished rows -> (B',) first masked position of each live row, or None
+        when no row is left."""
+        p = first_masked(self.x, self.loop.mask_id)
+        done = p >= self.x.shape[1]
+        if done.any():
+            self.out[self.rows[done]] = self.x[done]
+            keep = (~done).nonzero().squeeze(1)
+            self.rows, self.x, self.free, p = (self.rows[keep], self.x[keep], self.free[keep],
+                                               p[keep])
+            if keep.numel() == 0:
+                return None
+            self.scorer.reorder(keep)
+            self.loop.use_rows(self.x, self.free)
+        return p
+
+    def result(self) -> Tensor:
+        """(B, L) tokens: the retired rows and the live ones as they stand."""
+        self.out[self.rows] = self.x
+        return self.out

@@ -26,8 +26,8 @@ import time
 
 import torch
 
-from decoding.guides.prefix_ar import PrefixScorer, gather_rows
-from decoding.loop import BatchLoop, check_prefix_prompt, first_masked
+from decoding.guides.prefix_ar import LiveRows, PrefixScorer, gather_rows
+from decoding.loop import BatchLoop, check_prefix_prompt
 from decoding.protocols import check_vocabularies
 from decoding.sampling import inverse_cdf
 from decoding.strategies.left_to_right import LeftToRight
@@ -66,27 +66,14 @@ class SpeculativeGuide:
     def run(self, loop: BatchLoop, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Generate one batch: (B, L) prompt rows -> (B, L) tokens, (B,) rounds per row."""
         check_prefix_prompt(loop.free, type(self).__name__)
-        B, L = x.shape
-        out, rounds = x.clone(), torch.zeros(B, dtype=torch.long)
-        rows = torch.arange(B, device=x.device)  # which output rows are still running
-        free = loop.free
-        scorer = PrefixScorer(loop.ar, B, loop.mask_id)
-        while True:
-            p = first_masked(x, loop.mask_id)
-            done = p >= L
-            if done.any():
-                out[rows[done]] = x[done]
-                keep = (~done).nonzero().squeeze(1)
-                if keep.numel() == 0:
-                    break
-                rows, x, free, p = rows[keep], x[keep], free[keep], p[keep]
-                scorer.reorder(keep)
-                loop.use_rows(x, free)
+        rounds = torch.zeros(x.shape[0], dtype=torch.long)
+        live = LiveRows(loop, PrefixScorer(loop.ar, x.shape[0], loop.mask_id), x)
+        while (p := live.advance()) is not None:
             t0 = time.perf_counter()
-            x = self._round(loop, scorer, x, p)
-            rounds[rows.cpu()] += 1
+            live.x = self._round(loop, live.scorer, live.x, p)
+            rounds[live.rows.cpu()] += 1
             loop.record(len(loop.infos) - 1, seconds=time.perf_counter() - t0)
-        return out, rounds
+        return live.result(), rounds
 
     def _draft(self, loop: BatchLoop, x, window):
         """Reveal the window left to right in ``steps`` passes -> draft, log q, pass index,
