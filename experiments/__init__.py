@@ -27,7 +27,9 @@ def check_packages() -> None:
                 f"the package {name!r} is imported from {found}, not from Duet at {_ROOT}: "
                 f"a folder or another package named {name!r} shadows it. Run the duet-* "
                 "commands (they keep the working directory off the import path), run from "
-                "another directory, or install Duet in a virtual environment of its own.")
+                "another directory, or install Duet in a virtual environment of its own; an "
+                "editable install made before the checkout gained this package needs "
+                "`pip install --no-deps -e .` again.")
 
 
 check_packages()
