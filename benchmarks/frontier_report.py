@@ -23,7 +23,9 @@ GUIDE_COLORS = {"none": "0.25", "edlm2": "#9ecae1", "edlm4": "#4292c6", "edlm8":
                 "dcd": "#e6550d", "dcd_is4": "#31a354", "speculative": "#756bb1", "apd": "#d6616b",
                 "smc": "#8c6d31"}
 STYLES = {"ancestral": ("-", "o"), "margin": ("--", "s"), "remdm": (":", "^"),
-          "left_to_right": ("-.", "D")}
+          "left_to_right": ("-.", "D"), "chunked": ("--", "v")}
+OTHER_STYLE = (":", "x")  # any other conf/strategy option
+BASELINES = ("generate",)  # the single-model rows' strategy; data rows have none
 
 
 def _atomic(path: Path, text: str) -> None:
@@ -61,12 +63,12 @@ def read_csv(path: Path) -> list[dict]:
 def _guided(r: dict) -> bool:
     # Speculative decoding's and APD's `steps` are drafting passes and a cap on rounds, not a
     # step budget, so they do not compete in the fewer-steps targets.
-    return (r.get("strategy") in STYLES and r.get("guide") != "none"
+    return (_sampler(r) and r.get("guide") != "none"
             and r.get("guide") not in ("speculative", "apd"))
 
 
 def _sampler(r: dict) -> bool:
-    return r.get("strategy") in STYLES
+    return bool(r.get("strategy")) and r.get("strategy") not in BASELINES
 
 
 def _find(rows: list[dict], method: str, steps=None) -> dict | None:
@@ -288,7 +290,7 @@ def write_plots(out: Path, rows: list[dict]) -> list[Path]:
         for m in methods:
             pts = sorted((r for r in srows if r["method"] == m), key=lambda r: r["steps"])
             r0 = pts[0]
-            ls, marker = STYLES[r0["strategy"]]
+            ls, marker = STYLES.get(r0["strategy"], OTHER_STYLE)
             style = dict(color=GUIDE_COLORS.get(r0["guide"], "k"), ls=ls, marker=marker, ms=4,
                          lw=1.3, label=m)
             for ax, x in zip(axes, ("steps", "seconds", "entropy")):
