@@ -25,16 +25,14 @@ import time
 
 import torch
 
-from decoding.guides.prefix_ar import LiveRows, PrefixScorer, gather_rows
-from decoding.guides.speculative import require_left_to_right
+from decoding.guides.prefix_ar import LeftToRightLoop, LiveRows, PrefixScorer, gather_rows
 from decoding.loop import BatchLoop, check_prefix_prompt
-from decoding.protocols import check_vocabularies
 from decoding.sampling import inverse_cdf
 
 RULES = ("shared_noise", "argmax")
 
 
-class APDGuide:
+class APDGuide(LeftToRightLoop):
     """Draft with the denoiser, accept where the draft agrees with the product of experts.
 
     Args:
@@ -54,15 +52,6 @@ class APDGuide:
             raise ValueError(f"accept must be one of {RULES}, got {accept!r}")
         self.ar, self.mixture_weight = ar, float(mixture_weight)
         self.lookahead, self.accept = lookahead, accept
-
-    def check(self, denoiser) -> None:
-        check_vocabularies(denoiser, self.ar)
-
-    def check_strategy(self, strategy) -> None:
-        require_left_to_right(self, strategy)
-
-    def propose(self, ctx, generator):
-        raise RuntimeError(f"{type(self).__name__} runs its own loop (run), not per-step drafts")
 
     def target(self, log_q: torch.Tensor, log_p: torch.Tensor) -> torch.Tensor:
         """(n, V) normalised rows -> (n, V) log π = norm(R log q + (1-R) log p)."""

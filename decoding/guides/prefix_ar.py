@@ -15,6 +15,8 @@ import torch
 from torch import Tensor
 
 from decoding.loop import first_masked
+from decoding.protocols import check_vocabularies
+from decoding.strategies.left_to_right import LeftToRight
 
 
 class PrefixScorer:
@@ -115,3 +117,20 @@ class LiveRows:
         """(B, L) tokens: the retired rows and the live ones as they stand."""
         self.out[self.rows] = self.x
         return self.out
+
+
+class LeftToRightLoop:
+    """Base of the guides that commit a settled prefix round by round through their own loop
+    (``run``): speculative decoding and APD. Subclasses set ``self.ar``."""
+
+    def check(self, denoiser) -> None:
+        check_vocabularies(denoiser, self.ar)
+
+    def check_strategy(self, strategy) -> None:
+        if not isinstance(strategy, LeftToRight):
+            raise ValueError(f"{type(self).__name__} commits tokens left to right and needs "
+                             f"strategy=left_to_right (LeftToRight), got "
+                             f"{type(strategy).__name__}")
+
+    def propose(self, ctx, generator):
+        raise RuntimeError(f"{type(self).__name__} runs its own loop (run), not per-step drafts")

@@ -26,21 +26,13 @@ import time
 
 import torch
 
-from decoding.guides.prefix_ar import LiveRows, PrefixScorer, gather_rows
+from decoding.guides.prefix_ar import LeftToRightLoop, LiveRows, PrefixScorer, gather_rows
 from decoding.loop import BatchLoop, check_prefix_prompt
-from decoding.protocols import check_vocabularies
 from decoding.sampling import inverse_cdf
-from decoding.strategies.left_to_right import LeftToRight
 from decoding.types import StepState
 
 
-def require_left_to_right(guide, strategy) -> None:
-    if not isinstance(strategy, LeftToRight):
-        raise ValueError(f"{type(guide).__name__} commits tokens left to right and needs "
-                         f"strategy=left_to_right (LeftToRight), got {type(strategy).__name__}")
-
-
-class SpeculativeGuide:
+class SpeculativeGuide(LeftToRightLoop):
     """Draft γ tokens with the denoiser, verify them with the AR model.
 
     Args:
@@ -53,15 +45,6 @@ class SpeculativeGuide:
         if not isinstance(draft_length, int) or draft_length < 1:
             raise ValueError(f"draft_length must be a positive integer, got {draft_length!r}")
         self.ar, self.draft_length = ar, draft_length
-
-    def check(self, denoiser) -> None:
-        check_vocabularies(denoiser, self.ar)
-
-    def check_strategy(self, strategy) -> None:
-        require_left_to_right(self, strategy)
-
-    def propose(self, ctx, generator):
-        raise RuntimeError(f"{type(self).__name__} runs its own loop (run), not per-step drafts")
 
     def run(self, loop: BatchLoop, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Generate one batch: (B, L) prompt rows -> (B, L) tokens, (B,) rounds per row."""
