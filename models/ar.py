@@ -1,4 +1,4 @@
-"""An ARModel adapter over transformers causal LMs, and the DLM/AR tokenizer check.
+"""An ARModel adapter over transformers causal LMs, and its loader.
 
 ``HFCausalLM`` satisfies ``decoding.protocols.ARModel``: batch scoring with the model's own BOS
 prepended, and an incremental API over a transformers KV cache (dynamic by default, or static:
@@ -20,17 +20,11 @@ from torch import Tensor, nn
 from decoding.checks import device_check
 
 from .kv_cache import check_kind, compiled_step, new_cache
+from .tokenizer_check import real_tokens
 
-__all__ = ["ARCache", "HFCausalLM", "check_shared_tokenizer", "load_ar"]
+__all__ = ["ARCache", "HFCausalLM", "load_ar"]
 
 SLICE_ELEMENTS = 1 << 22  # log-softmax entries per slice in token_log_probs (16 MiB float32)
-DEFAULT_PROBES = (
-    "Hello, world!",
-    " The quick brown fox jumps over the lazy dog.",
-    "In 1998, 42% of the $3.50 fees were paid.",
-    "naïve café — déjà vu",
-    "def f(x):\n    return x ** 2\n",
-)
 
 
 @dataclass
@@ -84,7 +78,7 @@ class HFCausalLM(nn.Module):
                 "config.bos_token_id is set); pass bos_id= explicitly"
             )
         model_vocab = int(config.vocab_size)
-        given = vocab_size if vocab_size is not None else _real_tokens(tokenizer, model_vocab)
+        given = vocab_size if vocab_size is not None else real_tokens(tokenizer, model_vocab)
         self.vocab_size = min(model_vocab, int(given))
         if not 0 <= int(bos_id) < model_vocab:
             raise ValueError(f"bos_id {bos_id} is outside the model's {model_vocab} embeddings")
@@ -332,59 +326,3 @@ def _usable_tokenizer(tokenizer: Any, model_vocab: int, where: Any) -> Any:
         stacklevel=3,
     )
     return None
-
-
-def _real_tokens(tokenizer: Any, default: int) -> int:
-    """Ids a tokenizer gives real tokens: all but a mask token listed last (diffusion-style)."""
-    if tokenizer is None:
-        return default
-    n = len(tokenizer)
-    return n - 1 if getattr(tokenizer, "mask_token_id", None) == n - 1 else n
-
-
-def _encode(tokenizer: Any, text: str) -> list[int]:
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
-
-
-def check_shared_tokenizer(denoiser: Any, ar: Any, probes: Any = None) -> None:
-    """Fail loudly unless the denoiser and the AR model speak the same token ids.
-
-    Checks, in order: the denoiser's mask id lies outside the AR vocabulary; equal vocabulary
-    sizes; when both carry tokenizers, identical ids on every probe string and the same EOS.
-
-    Raises:
-        ValueError: saying what differs.
-    """
-    mask_id, v_dlm, v_ar = int(denoiser.mask_id), int(denoiser.vocab_size), int(ar.vocab_size)
-    ar_tok = getattr(ar, "tokenizer", None)
-    dlm_tok = getattr(denoiser, "tokenizer", None)
-    if 0 <= mask_id < v_ar:
-        raise ValueError(
-            f"the denoiser's mask id {mask_id} lies inside the AR vocabulary [0, {v_ar}): the AR "
-            "model would treat MASK as a real token"
-        )
-    if ar_tok is not None and mask_id < _real_tokens(ar_tok, len(ar_tok)):
-        raise ValueError(
-            f"the denoiser's mask id {mask_id} is a real token of the AR tokenizer "
-            f"({len(ar_tok)} tokens)"
-        )
-    if v_dlm != v_ar:
-        raise ValueError(f"vocabulary sizes differ: denoiser {v_dlm} tokens, AR model {v_ar}")
-    if dlm_tok is None or ar_tok is None:
-        missing = "denoiser" if dlm_tok is None else "AR model"
-        warnings.warn(
-            f"the {missing} has no tokenizer: token ids on probe strings were not "
-            "compared, only vocabulary sizes and the mask id",
-            stacklevel=2,
-        )
-        return
-    diffs = []
-    for text in DEFAULT_PROBES if probes is None else probes:
-        a, b = _encode(dlm_tok, text), _encode(ar_tok, text)
-        if a != b:
-            diffs.append(f"{text!r}: denoiser {a[:16]} vs AR {b[:16]}")
-    eos_a, eos_b = dlm_tok.eos_token_id, ar_tok.eos_token_id
-    if eos_a != eos_b:
-        diffs.append(f"EOS id: denoiser {eos_a} vs AR {eos_b}")
-    if diffs:
-        raise ValueError("the denoiser and AR tokenizers disagree: " + "; ".join(diffs))

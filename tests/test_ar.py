@@ -8,9 +8,10 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
 from decoding.protocols import ARModel
-from models.ar import HFCausalLM, check_shared_tokenizer, load_ar
+from models.ar import HFCausalLM, load_ar
 from models.ddit import DDiT, DDiTConfig
 from models.denoisers import MDLMDenoiser
+from models.tokenizer_check import check_shared_tokenizer
 
 WORDS = ["<eos>", "the", "cat", "sat", "on", "a", "mat", "dog", "ran", "far"]
 V = len(WORDS)  # 10 real tokens; the denoiser's mask id is 10
