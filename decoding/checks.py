@@ -35,3 +35,8 @@ def device_check(ok: Tensor, message: str | Callable[[], str],
         return
     text = message if isinstance(message, str) else f"{error.__name__}: a device-side check failed"
     torch._assert_async(ok, text)
+
+
+def not_any(mask: Tensor) -> Tensor:
+    """A 0-dim bool tensor, True when ``mask`` holds no True (no host read)."""
+    return ~mask.any()

@@ -20,11 +20,12 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from decoding.checks import device_check
+from decoding.checks import device_check, not_any
 from decoding.counting import CountingAR
+from decoding.denoiser_batch import DenoiserBatch
 from decoding.guides.independent import Independent
 from decoding.loop import BatchLoop
-from decoding.sampling import Marginals, Rows, check_transforms
+from decoding.sampling import Marginals, check_transforms
 from decoding.schedules import (
     LogLinear,
     Schedule,
@@ -49,76 +50,6 @@ def _model_device(model) -> torch.device:
         for tensor in list(model.parameters()) + list(model.buffers()):
             return tensor.device
     return torch.device(getattr(model, "device", "cpu"))
-
-
-class _Batch:
-    """Per-batch memo of the last denoiser call, so an unchanged x costs no new forward."""
-
-    def __init__(self, coordinator: Coordinator, x: Tensor):
-        self.c = coordinator
-        self.free = x == coordinator.mask_id
-        self.forwards = 0
-        self._memo: dict[bool, tuple[Tensor, float, Rows]] = {}
-        self.log_mass: Tensor | None = None  # (B, L), of the last bidirectional call
-
-    def forget(self) -> None:
-        """x is known to have changed: the next call needs no comparison (no host read)."""
-        self._memo.clear()
-
-    def log_probs(self, x: Tensor, t: float, causal: bool = False) -> Tensor:
-        """Every row: (B, L, V)."""
-        return self.rows(x, t, causal).data
-
-    def rows(self, x: Tensor, t: float | Tensor, causal: bool = False,
-             need: Tensor | None = None) -> Rows:
-        """The rows at ``need`` (B, L) bool (None: all), packed when the denoiser can.
-        ``t``: the sampler's time, one for the batch or (B,) per row."""
-        if isinstance(t, Tensor):
-            t = tuple(t.tolist())
-        # A strategy that reveals by the score mass gets the mass with the rows, in one call;
-        # the mass depends on t even where the marginals do not.
-        with_mass = self.c.strategy.needs_mass and not causal
-        if not self.c.rows_only:
-            need = None
-        memo = self._memo.get(causal)
-        if memo is not None and (memo[1] == t or not (self.c.time_conditioned or with_mass)):
-            same = (memo[0] == x).all()
-            if memo[2].rows is not None:
-                same &= need is not None and not_any(need & ~memo[2].rows)
-            if same.item():  # one read per call: skipping a forward needs to know
-                return memo[2]
-        if isinstance(t, tuple):
-            t_vec = torch.tensor([self.c.denoiser_time(v) for v in t], dtype=torch.float32,
-                                 device=x.device)
-        else:
-            t_vec = torch.full((x.shape[0],), self.c.denoiser_time(t), dtype=torch.float32,
-                               device=x.device)
-        packed = {} if need is None else {"rows": need}
-        if with_mass:
-            lp, self.log_mass = self.c.denoiser.log_probs_with_mass(x, t_vec, **packed)
-            if tuple(self.log_mass.shape) != tuple(x.shape):
-                raise ValueError(f"denoiser returned a score mass of shape "
-                                 f"{tuple(self.log_mass.shape)}, expected {tuple(x.shape)}")
-        else:
-            lp = self.c.denoiser.log_probs(x, t_vec, causal=causal, **packed)
-        if need is None:
-            expected = (*x.shape, self.c.vocab_size)
-            if tuple(lp.shape) != expected:
-                raise ValueError(f"denoiser returned shape {tuple(lp.shape)}, expected {expected}")
-        else:
-            if lp.dim() != 2 or lp.shape[-1] != self.c.vocab_size:
-                raise ValueError(f"denoiser returned shape {tuple(lp.shape)} for packed rows, "
-                                 f"expected (n, {self.c.vocab_size})")
-            device_check(need.sum() == lp.shape[0], "the denoiser returned a wrong row count")
-        self.forwards += 1
-        out = Rows(lp, need)
-        self._memo[causal] = (x.clone(), t, out)
-        return out
-
-
-def not_any(mask: Tensor) -> Tensor:
-    """A 0-dim bool tensor, True when ``mask`` holds no True (no host read)."""
-    return ~mask.any()
 
 
 class Coordinator:
@@ -243,8 +174,8 @@ class Coordinator:
                                 seconds=time.perf_counter() - t0, num_batches=len(starts),
                                 steps_per_sample=torch.cat(rounds))
 
-    def _new_batch(self, x: Tensor) -> _Batch:
-        return _Batch(self, x)
+    def _new_batch(self, x: Tensor) -> DenoiserBatch:
+        return DenoiserBatch(self, x)
 
     def _run(self, x, infos, generator, trace, ess_sums, nfe, bar) -> tuple[Tensor, Tensor]:
         """One batch; returns its tokens and the denoising steps (rounds) each row used."""
@@ -274,7 +205,7 @@ class Coordinator:
             raise RuntimeError("a clamped prompt position was changed")
         return x, rounds
 
-    def _step(self, batch: _Batch, info: StepInfo, state: StepState, generator):
+    def _step(self, batch: DenoiserBatch, info: StepInfo, state: StepState, generator):
         """Ask the strategy and the guide, in the order the strategy needs."""
         if self.strategy.needs_draft:
             region = self.strategy.draft_region(info, state)
@@ -309,7 +240,7 @@ class Coordinator:
             return None
         return need if strategy_rows is None else need | strategy_rows
 
-    def _marginals(self, batch: _Batch, x: Tensor, info: StepInfo,
+    def _marginals(self, batch: DenoiserBatch, x: Tensor, info: StepInfo,
                    need: Tensor | None = None) -> Marginals:
         return Marginals(batch.rows(x, info.t, need=need), self.temperature, self.top_p)
 
