@@ -22,6 +22,17 @@ from decoding.protocols import check_vocabularies
 from decoding.types import Draft, GuideContext
 
 
+def resolve_context(ar, context: int | str | None) -> int | None:
+    """The AR model's context in tokens (None: the whole prefix) from a ``context`` option."""
+    if context == "auto":
+        return getattr(ar, "context", None)
+    if context is None or context == "full":
+        return None
+    if isinstance(context, bool) or not isinstance(context, int) or context < 1:
+        raise ValueError(f"context must be 'auto', 'full' or a positive int, got {context!r}")
+    return context
+
+
 def last_needed(request: torch.Tensor) -> int:
     """One past the rightmost requested position over the batch (0 when none)."""
     cols = request.any(dim=0).nonzero()
@@ -36,11 +47,18 @@ class CopulaGuide:
         beta: weight of the log-ratio V (1 for text, as in the paper).
         first_token: "bos" (x̃_0 from the AR model after BOS, tilted like every position) or
             "marginal" (x̃_0 from the bidirectional marginal, the authors' rule).
+        context: how many preceding tokens the AR model sees: "auto" reads ``ar.context``
+            (None there: the whole prefix), an int sets it, "full" assumes the whole prefix
+            (the paper's rule). A finite context hides the prefix beyond the AR model's window
+            from the causal pass too (``copula.draft``), so V keeps what the denoiser sees
+            there; with the whole prefix the guide is the paper's DCD.
     """
 
-    def __init__(self, ar, beta: float = 1.0, first_token: str = "bos"):
+    def __init__(self, ar, beta: float = 1.0, first_token: str = "bos",
+                 context: int | str = "auto"):
         self.ar, self.beta, self.first_token = ar, beta, first_token
-        self.drafter = CopulaDrafter(ar, beta, first_token)
+        self.context = resolve_context(ar, context)
+        self.drafter = CopulaDrafter(ar, beta, first_token, self.context)
 
     def check(self, denoiser) -> None:
         check_vocabularies(denoiser, self.ar)

@@ -27,18 +27,19 @@ class CopulaISGuide(CopulaGuide):
     """K copula drafts per step, importance-resampled towards the AR model's joint.
 
     Args:
-        ar, beta, first_token: as ``CopulaGuide``.
+        ar, beta, first_token, context: as ``CopulaGuide``.
         num_candidates: K >= 1 (K = 1 is plain DCD drafting every masked position).
         resampling: "multinomial" or "systematic".
     """
 
     def __init__(self, ar, beta: float = 1.0, num_candidates: int = 4,
-                 resampling: str = "multinomial", first_token: str = "bos"):
+                 resampling: str = "multinomial", first_token: str = "bos",
+                 context: int | str = "auto"):
         if num_candidates < 1:
             raise ValueError(f"num_candidates must be >= 1, got {num_candidates}")
         if resampling not in METHODS:
             raise ValueError(f"resampling must be one of {METHODS}, got {resampling!r}")
-        super().__init__(ar, beta, first_token)
+        super().__init__(ar, beta, first_token, context)
         self.num_candidates, self.resampling = num_candidates, resampling
 
     def needed_rows(self, masked: torch.Tensor, request: torch.Tensor, info) -> torch.Tensor:

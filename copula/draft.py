@@ -18,6 +18,16 @@ model's p(· | BOS) tilted by V[0]; ``"marginal"`` draws it from the bidirection
 alone, as the authors' code does. The AR model still reads its BOS before x̃_0 afterwards
 (the incremental ``ARModel`` API always starts from BOS); their code feeds no BOS at all.
 
+A finite-context AR model (``context`` c: it sees only the c tokens before position i) cannot
+supply the prefix beyond its window, so the causal pass must not remove that part either: it
+then runs on x_t with every position more than c before the row's first masked position s
+hidden as well (``local_hide``). V then carries what the denoiser sees beyond the AR model's
+window, far prefix included, and the draft tends to the exact posterior as steps shrink to one
+token. The window is anchored at s, so it is exact for the first drafted position and, for
+positions further right, hides less than their own window would (never double-counting).
+With the whole-prefix rule (c = None) V carries only the suffix, and a short-context AR model's
+draft ignores whatever of the prefix lies beyond its window.
+
 The cache holds the tokens fed so far. At each step it is cut back to the longest prefix that
 is still known in every row and unchanged, so with left-to-right unmasking nothing is ever fed
 twice and the AR model decodes L tokens in total.
@@ -35,6 +45,16 @@ from decoding.types import GuideContext
 
 LOG_FLOOR = -69.0  # log(1e-30): a causal log-prob of -inf must not turn V into +inf
 FIRST_TOKEN = ("bos", "marginal")
+
+
+def local_hide(masked: Tensor, context: int) -> Tensor:
+    """(B, L) bool: the positions more than ``context`` before each row's first masked one
+    (none in a row without masked positions)."""
+    B, L = masked.shape
+    pos = torch.arange(L, device=masked.device)
+    any_masked = masked.any(dim=1)
+    first = torch.where(any_masked, masked.int().argmax(dim=1), 0)
+    return (pos[None, :] < (first - context)[:, None]) & any_masked[:, None]
 
 
 def log_ratio(bi: Tensor, causal: Tensor, temperature: float = 1.0) -> Tensor:
@@ -69,11 +89,20 @@ class CopulaDrafter:
     ``ar``); only the free cache edits use ``ar`` directly.
     """
 
-    def __init__(self, ar, beta: float = 1.0, first_token: str = "bos"):
+    def __init__(self, ar, beta: float = 1.0, first_token: str = "bos",
+                 context: int | None = None):
         if first_token not in FIRST_TOKEN:
             raise ValueError(f"first_token must be one of {FIRST_TOKEN}, got {first_token!r}")
-        self.ar, self.beta, self.first_token = ar, beta, first_token
+        if context is not None and context < 1:
+            raise ValueError(f"context must be >= 1 token or None, got {context}")
+        self.ar, self.beta, self.first_token, self.context = ar, beta, first_token, context
         self.reset()
+
+    def _causal(self, ctx: GuideContext) -> Rows:
+        hide = None if self.context is None else local_hide(ctx.masked, self.context)
+        if ctx.causal_rows is not None:
+            return ctx.causal_rows(hide)
+        return Rows(ctx.causal_log_probs(hide))
 
     def reset(self) -> None:
         self.cache, self.fed, self.nxt = None, None, None
@@ -120,8 +149,7 @@ class CopulaDrafter:
         log_ar = torch.zeros_like(log_r)
         causal = None
         if masked[:, p:end].any():
-            causal = (ctx.causal_rows() if ctx.causal_rows is not None
-                      else Rows(ctx.causal_log_probs()))
+            causal = self._causal(ctx)
 
         def flush(a: int, b: int) -> None:
             """Feed positions a..b-1 (scoring them under the AR model); nxt -> dist at b."""

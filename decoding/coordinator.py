@@ -244,11 +244,17 @@ class Coordinator:
                    need: Tensor | None = None) -> Marginals:
         return Marginals(batch.rows(x, info.t, need=need), self.temperature, self.top_p)
 
+    def _hidden(self, x: Tensor, hide: Tensor | None) -> Tensor:
+        """x with the positions ``hide`` (B, L) bool masked as well (None: x itself)."""
+        return x if hide is None else x.masked_fill(hide, self.mask_id)
+
     def _propose(self, batch, info, state, request, generator, need=None) -> Draft:
         ctx = GuideContext(x=state.x, masked=state.masked, request=request,
                            marginals=state.marginals, info=info,
-                           causal_log_probs=lambda: batch.log_probs(state.x, info.t, causal=True),
-                           causal_rows=lambda: batch.rows(state.x, info.t, True, need),
+                           causal_log_probs=lambda hide=None: batch.log_probs(
+                               self._hidden(state.x, hide), info.t, causal=True),
+                           causal_rows=lambda hide=None: batch.rows(
+                               self._hidden(state.x, hide), info.t, True, need),
                            ar=self.ar)
         draft = self.guide.propose(ctx, generator)
         outside = (draft.tokens < 0) | (draft.tokens >= self.vocab_size)

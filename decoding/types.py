@@ -86,13 +86,14 @@ class GuideContext:
         marginals: the step's proposal q(x0_i | x_t).
         info: the step's place on the time grid.
         causal_log_probs: call to get the denoiser's prefix-only log-probs (B, L, V) for the
-            current x (computed once, on demand, and counted by the Coordinator).
+            current x (computed once, on demand, and counted by the Coordinator); called with
+            ``hide`` ((B, L) bool), for x with those positions masked as well.
         ar: the guide's AR model (its ``ar`` attribute) behind a ``decoding.counting.CountingAR``
             that counts every call; guides make all their AR calls through it (None for a
             guide without an AR model).
         causal_rows: the same as a ``Rows``, computed only for the rows the guide declared
             with ``needed_rows`` (every row when it declared none); index it with a (B, L)
-            bool mask.
+            bool mask. Takes the same optional ``hide``.
     """
 
     x: Tensor
@@ -100,9 +101,9 @@ class GuideContext:
     request: Tensor
     marginals: Marginals
     info: StepInfo
-    causal_log_probs: Callable[[], Tensor]
+    causal_log_probs: Callable[..., Tensor]
     ar: CountingAR | None = None
-    causal_rows: Callable[[], Rows] | None = None
+    causal_rows: Callable[..., Rows] | None = None
 
 
 @dataclass

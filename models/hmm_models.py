@@ -61,12 +61,14 @@ class HMMDenoiser(torch.nn.Module):
 class HMMCache:
     """Incremental state of ``HMMAutoregressive``.
 
-    ``filters``: (B, length + 1, H) float64; ``filters[:, k]`` is p(h_k | first k fed tokens).
-    Keeping every prefix's filter makes ``crop`` an exact slice.
+    ``filters``: (B, length + 1, H) float64; ``filters[:, k]`` is p(h_k | the fed tokens the
+    model sees before position k). ``tokens``: (B, length) the fed tokens. Keeping every
+    prefix's filter makes ``crop`` an exact slice.
     """
 
     def __init__(self, filters: Tensor, device: torch.device):
         self.filters = filters
+        self.tokens = torch.zeros(filters.shape[0], 0, dtype=torch.long)
         self.device = device  # where the caller's tensors live; results are returned there
 
     @property
@@ -84,19 +86,43 @@ class HMMAutoregressive(torch.nn.Module):
     Row 0 is p(x_0) (the HMM needs no BOS token). Ids outside ``[0, V)``, such as a mask id, raise
     ``ValueError``. At most ``hmm.length`` tokens can be fed to a cache; the prediction after the
     last one is the chain's natural continuation to position L.
+
+    ``context`` c (None: the whole prefix) makes it the exact short-sighted model
+    p(x_i | x_{i-c} .. x_{i-1}) of the same language: a guide that is right but sees little.
     """
 
     tokenizer = None
 
-    def __init__(self, hmm: HMM):
+    def __init__(self, hmm: HMM, context: int | None = None):
         super().__init__()
-        self.hmm = hmm
+        if context is not None and context < 1:
+            raise ValueError(f"context must be >= 1 token or None, got {context}")
+        self.hmm, self.context = hmm, context
         self.vocab_size = hmm.vocab_size
         self.max_length = hmm.length
+        priors = [hmm.initial]
+        for _ in range(hmm.length):
+            priors.append(priors[-1] @ hmm.transition)
+        self._priors = torch.stack(priors)  # (L+1, H): p(h_i) before any evidence
+
+    def _window_filter(self, tokens: Tensor) -> Tensor:
+        """(B, n) fed tokens -> (B, H) p(h_n | the last ``context`` of them)."""
+        n = tokens.shape[1]
+        lo = max(0, n - self.context)
+        pred = self._priors[lo].expand(tokens.shape[0], -1)
+        lik = self.hmm.emission.T[tokens[:, lo:].long().cpu()]
+        for j in range(n - lo):
+            pred, _ = self.hmm.step(pred, lik[:, j])
+        return pred
 
     def log_probs(self, x: Tensor) -> Tensor:
-        """(B, L') long real tokens -> (B, L', V) float32; row i = log p(x_i | x_<i)."""
-        return self.hmm.ar_log_probs(x).float()
+        """(B, L') long real tokens -> (B, L', V) float32; row i = log p(x_i | x_<i) (the last
+        ``context`` of them)."""
+        if self.context is None:
+            return self.hmm.ar_log_probs(x).float()
+        xc = self.hmm._check(x, allow_mask=False)
+        rows = [self._window_filter(xc[:, :i]) for i in range(xc.shape[1])]
+        return self.hmm.predict(torch.stack(rows, 1)).float().to(x.device)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.log_probs(x)
@@ -124,7 +150,11 @@ class HMMAutoregressive(torch.nn.Module):
         lik = self.hmm.emission.T[tokens.long().cpu()]  # (B, n, H)
         pred, new = cache.filters[:, -1], []
         for j in range(n):
-            pred, _ = self.hmm.step(pred, lik[:, j])
+            cache.tokens = torch.cat([cache.tokens, tokens[:, j : j + 1].long().cpu()], 1)
+            if self.context is None:
+                pred, _ = self.hmm.step(pred, lik[:, j])
+            else:
+                pred = self._window_filter(cache.tokens)
             new.append(pred)
         if not new:
             return torch.empty(cache.batch_size, 0, self.vocab_size, device=tokens.device)
@@ -137,7 +167,9 @@ class HMMAutoregressive(torch.nn.Module):
         if not 0 <= length <= cache.length:
             raise ValueError(f"crop length {length} outside 0..{cache.length}")
         cache.filters = cache.filters[:, : length + 1]
+        cache.tokens = cache.tokens[:, :length]
 
     def reorder(self, cache: HMMCache, index: Tensor) -> None:
         """Replace the cache's rows by ``rows[index]``; ``index`` (B',) long (may repeat)."""
         cache.filters = cache.filters[index.long().cpu()]
+        cache.tokens = cache.tokens[index.long().cpu()]

@@ -98,10 +98,6 @@ FINGERPRINTS = {
     "tiny/confidence/dcd_is": "2a3604f53040ecd8",
     "tiny/confidence/edlm": "8597f1d6f4124eae",
     "tiny/confidence/none": "a97f0ffa98fae384",
-    "tiny/entropy/dcd": "86034049f4283b7d",
-    "tiny/entropy/dcd_is": "309db4843664872c",
-    "tiny/entropy/edlm": "6da0dadde371964b",
-    "tiny/entropy/none": "2996a03d393f729e",
     "tiny/euler/dcd": "6ebc7e8be36cc0e1",
     "tiny/euler/dcd_is": "b4ba68a3e3f26ca5",
     "tiny/euler/edlm": "e5a04f3bb1639f30",
@@ -130,6 +126,18 @@ def fingerprint(result) -> str:
 
 def strategies() -> list[str]:
     return sorted(p.stem for p in (CONF / "strategy").glob("*.yaml"))
+
+
+# Ranking by entropy on the tiny float32 models: at the first step every position is masked and
+# their entropies differ by little more than float32 rounding, so which positions win depends
+# on the CPU's kernels (AVX2 and AVX-512 machines disagree). Entropy is fingerprinted on the
+# float64 oracle only.
+CPU_DEPENDENT = {("tiny", "entropy")}
+
+
+def presets() -> list[tuple[str, str, str]]:
+    return [(f, s, g) for f in sorted(SETTINGS) for s in strategies() for g in GUIDES
+            if (f, s) not in CPU_DEPENDENT]
 
 
 @pytest.fixture(scope="module")
@@ -172,9 +180,7 @@ def check(key: str, result) -> None:
     assert got == FINGERPRINTS[key], f"{key}: tokens changed ({got} != {FINGERPRINTS[key]})"
 
 
-@pytest.mark.parametrize("guide", GUIDES)
-@pytest.mark.parametrize("strategy", strategies())
-@pytest.mark.parametrize("family", sorted(SETTINGS))
+@pytest.mark.parametrize(("family", "strategy", "guide"), presets())
 def test_preset_tokens_unchanged(family, strategy, guide, families):
     check(f"{family}/{strategy}/{guide}", run_preset(family, strategy, guide, families))
 

@@ -80,8 +80,8 @@ class WindowedARRecipe(ARRecipe):
 
     def __init__(self, n_embd: int = 128, n_layer: int = 2, n_head: int = 4,
                  intermediate_size: int = 256, window: int = 8, dropout: float = 0.0):
-        if window < 2:
-            raise ValueError(f"window must be >= 2 positions, got {window}")
+        if window < 1:
+            raise ValueError(f"window must be >= 1 position (1: a bigram model), got {window}")
         super().__init__(n_embd=n_embd, n_layer=n_layer, n_head=n_head, dropout=dropout)
         self.intermediate_size, self.window = intermediate_size, window
 
