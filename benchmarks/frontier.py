@@ -8,8 +8,8 @@ Suites:
 
 * ``default``: the embedded tiny Shakespeare models (``models/tiny``): samples scored by the
   judge (gen PPL with the EOS convention of ``experiments.metrics``), held-out windows as the
-  "data" row, and the plain AR baselines: the small AR model and the judge sampling L tokens
-  after BOS with transformers ``generate`` (KV cache, ``top_k=0``).
+  "data" row, and the single-model baselines: the small AR model and the judge each sampling L
+  tokens after BOS alone (KV cache, float64 draws: ``experiments.baselines.sample``).
 * ``oracle``: an HMM language (``models.HMM``) as denoiser, AR model and judge: exact gen NLL
   against the true entropy rate, and TV to the true joint.
 
@@ -51,6 +51,7 @@ from frontier_report import (
 from omegaconf import DictConfig
 
 from decoding import Coordinator
+from experiments.baselines import baseline_seed, sample
 from experiments.config import build
 from experiments.metrics import Evaluator, judge_nll, to_judge_ids, trim
 
@@ -146,23 +147,16 @@ def run_method(suite: Suite, method: Method, steps: int, seed: int) -> dict:
 
 
 def ar_baseline(suite: Suite, name: str, lm, seed: int) -> dict:
-    """L tokens after BOS from a transformers model's own ``generate`` (KV cache)."""
-    n, length = suite.num_samples, suite.length
-    bos = torch.full((n, 1), lm.bos_id, dtype=torch.long)
-    torch.manual_seed(seed)  # generate draws from the global generator
+    """L tokens after BOS from the model alone, one KV-cached step per token: the same sampler
+    as ``experiments.run``'s baselines (``experiments.baselines.sample``)."""
+    gen = torch.Generator().manual_seed(baseline_seed(seed, name, 0))
     wall, cpu = time.perf_counter(), time.process_time()
     with torch.inference_mode():
-        out = lm.model.generate(input_ids=bos, attention_mask=torch.ones_like(bos),
-                                do_sample=True, top_k=0, top_p=1.0, temperature=1.0,
-                                max_new_tokens=length, pad_token_id=lm.model.config.pad_token_id)
+        tokens = sample(lm, suite.num_samples, suite.length, gen).cpu()
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    tokens = out[:, 1:].cpu()
-    if tokens.shape[1] < length:  # every row stopped at EOS: what follows is never scored
-        pad = torch.full((n, length - tokens.shape[1]), suite.evaluator.eos_id)
-        tokens = torch.cat([tokens, pad], 1)
-    return {"method": f"{name}/generate", "guide": name, "strategy": "generate",
-            "steps": length, **score(suite, tokens), "seconds": wall, "cpu_seconds": cpu,
-            "nfe_denoiser": 0, "nfe_ar": length, "ar_tokens": length}
+    return {"method": f"{name}/alone", "guide": name, "strategy": "alone",
+            "steps": suite.length, **score(suite, tokens), "seconds": wall, "cpu_seconds": cpu,
+            "nfe_denoiser": 0, "nfe_ar": suite.length, "ar_tokens": suite.length}
 
 
 def selected(methods: list[Method], wanted: str | None) -> list[Method]:

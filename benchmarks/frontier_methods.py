@@ -40,10 +40,12 @@ class Method:
     k: int | None
     strategy: str
     cap: int | None
+    settings: tuple[str, ...] = ()  # guide.KEY=VALUE overrides of this method alone
 
     @property
     def label(self) -> str:
-        return f"{self.guide}{self.k or ''}"
+        keys = ",".join(s.removeprefix("guide.") for s in self.settings)
+        return f"{self.guide}{self.k or ''}" + (f"[{keys}]" if keys else "")
 
     @property
     def name(self) -> str:
@@ -52,7 +54,7 @@ class Method:
     @property
     def overrides(self) -> list[str]:
         extra = [] if self.k is None else [f"guide.num_candidates={self.k}"]
-        return [f"guide={self.guide}", f"strategy={self.strategy}", *extra]
+        return [f"guide={self.guide}", f"strategy={self.strategy}", *extra, *self.settings]
 
 
 def options(group: str) -> list[str]:
@@ -60,7 +62,13 @@ def options(group: str) -> list[str]:
 
 
 def parse_method(spec: str) -> Method:
-    """``<guide option>[K]/<strategy option>``, e.g. ``edlm16/margin`` or ``smc/ancestral``."""
+    """``<guide option>[K]/<strategy option>[:guide.KEY=VALUE,...]``, e.g. ``edlm16/margin``,
+    ``smc/ancestral`` or ``dcd/left_to_right:guide.context=full``."""
+    spec, _, extra = spec.partition(":")
+    settings = tuple(s for s in extra.split(",") if s)
+    for s in settings:
+        if not s.startswith("guide.") or "=" not in s:
+            raise SystemExit(f"--method {spec}:{extra}: settings are guide.KEY=VALUE, got {s!r}")
     guide, _, strategy = spec.partition("/")
     k = None
     if guide not in options("guide") and (m := re.fullmatch(r"(.+?)(\d+)", guide)):
@@ -69,7 +77,7 @@ def parse_method(spec: str) -> Method:
         if name not in options(group):
             raise SystemExit(f"--method {spec}: no {group} option {name!r} in {CONF_DIR}; "
                              f"options: {', '.join(options(group))}")
-    return Method(guide, k, strategy, None)
+    return Method(guide, k, strategy, None, settings)
 
 
 def compose_run(overrides: list[str]) -> DictConfig:

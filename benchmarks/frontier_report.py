@@ -2,7 +2,7 @@
 
 Rows are dicts with at least ``suite``, ``method``, ``guide``, ``strategy`` and ``steps``; the
 reference rows are ``data`` (held-out or exact samples), ``entropy_rate`` (oracle truth) and
-``<model>/generate`` (the plain AR baselines).
+``<model>/alone`` (the single-model baselines; ``<model>/generate`` in older CSVs).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ GUIDE_COLORS = {"none": "0.25", "edlm2": "#9ecae1", "edlm4": "#4292c6", "edlm8":
 STYLES = {"ancestral": ("-", "o"), "margin": ("--", "s"), "remdm": (":", "^"),
           "left_to_right": ("-.", "D"), "chunked": ("--", "v")}
 OTHER_STYLE = (":", "x")  # any other conf/strategy option
-BASELINES = ("generate",)  # the single-model rows' strategy; data rows have none
+BASELINES = ("alone", "generate")  # single-model rows' strategy (generate: older CSVs)
 
 
 def _atomic(path: Path, text: str) -> None:
@@ -149,11 +149,11 @@ def pair_target(rows: list[dict]) -> dict:
             f"steps, entropy >= {PAIR_ENTROPY:.0%} of the data's; at equal wall-clock the best "
             "pair beats the AR guide alone")
     rows = [r for r in rows if r["suite"] == "default"]
-    ar, base, data = _find(rows, "ar/generate"), _find(rows, "none/ancestral", 128), \
-        _find(rows, "data")
+    ar = _find(rows, "ar/alone") or _find(rows, "ar/generate")
+    base, data = _find(rows, "none/ancestral", 128), _find(rows, "data")
     if ar is None or data is None:
-        return {"target": text, "measured": "not measured (needs ar/generate and the data "
-                "row)", "status": "N/A"}
+        return {"target": text, "measured": "not measured (needs ar/alone and the data row)",
+                "status": "N/A"}
     # Without the 128-step point the reference is the guide alone: a miss against it is a
     # miss against the better of the two, a pass is not yet a pass.
     ref = min((r for r in (ar, base) if r is not None), key=lambda r: r["gen_ppl"])
@@ -303,7 +303,7 @@ def write_plots(out: Path, rows: list[dict]) -> list[Path]:
                                label=r["method"] if ax is axes[0] else None)
                 if r.get("entropy") is not None:
                     axes[2].plot(r["entropy"], r[key], "k*", ms=12, label=r["method"])
-            elif r.get("strategy") == "generate":
+            elif r.get("strategy") in BASELINES:
                 for ax, x in zip(axes, ("steps", "seconds", "entropy")):
                     ax.plot(r[x], r[key], "P", ms=10, label=r["method"] if ax is axes[0] else None,
                             color="#756bb1" if r["guide"] == "ar" else "#dd1c77")

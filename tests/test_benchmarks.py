@@ -69,6 +69,11 @@ def test_frontier_measures_any_conf_option(tmp_path):
     assert suite_config.guide.num_candidates == 16 and suite_config.strategy.score == "entropy"
     with pytest.raises(SystemExit, match="no guide option 'nope'.*dcd, dcd_is, edlm"):
         frontier.parse_method("nope/ancestral")
+    paper = frontier.parse_method("dcd/left_to_right:guide.context=full")
+    assert paper.name == "dcd[context=full]/left_to_right"
+    assert frontier.compose_run(paper.overrides).guide.context == "full"
+    with pytest.raises(SystemExit, match="guide.KEY=VALUE"):
+        frontier.parse_method("dcd/left_to_right:context=full")
 
 
 def _row(method, steps, ppl, seconds, entropy=4.0, suite="default"):
