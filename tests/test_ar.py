@@ -202,11 +202,23 @@ def test_windowed_model_sees_exactly_its_context(gen):
         assert changed.nonzero().flatten().tolist() == list(range(j + 1, j + 6))
 
 
+def test_one_position_window_is_a_bigram_model(gen):
+    ar = tiny_windowed(window=1, layers=1)
+    assert ar.context == 1
+    x = seqs(gen, b=2, length=12)
+    base = ar.log_probs(x)
+    y = x.clone()
+    y[:, 5] = (y[:, 5] + 1) % V
+    changed = (ar.log_probs(y) - base).abs().amax(dim=(0, 2)) > 1e-6
+    assert changed.nonzero().flatten().tolist() == [6]
+
+
 @pytest.mark.parametrize("cache", ["dynamic", "static"])
-def test_windowed_cache_matches_batch_after_crop_and_reorder(gen, cache):
+@pytest.mark.parametrize(("window", "layers"), [(3, 2), (1, 1)])
+def test_windowed_cache_matches_batch_after_crop_and_reorder(gen, cache, window, layers):
     # The cache keeps every position: crossing the window, cropping back behind it and
     # reordering rows all give the batch path's rows.
-    ar = tiny_windowed(cache=cache)
+    ar = tiny_windowed(window=window, layers=layers, cache=cache)
     x = seqs(gen, b=3, length=20)
     full = ar.log_probs(x)
     first, cache = ar.start(3)
