@@ -20,8 +20,8 @@ COLUMNS = ["suite", "method", "guide", "k", "strategy", "steps", "num_samples", 
 STEP_RATIO, SPEED_RATIO, ENTROPY_TOL, ORACLE_TOL, ORACLE_STEPS = 8, 3.0, 0.05, 0.02, 4
 PAIR_STEPS, PAIR_GAIN, PAIR_ENTROPY = 8, 0.10, 0.95  # the two-model claim (pair_target)
 GUIDE_COLORS = {"none": "0.25", "edlm2": "#9ecae1", "edlm4": "#4292c6", "edlm8": "#08519c",
-                "dcd": "#e6550d", "dcd_is4": "#31a354", "speculative": "#756bb1", "apd": "#d6616b",
-                "smc": "#8c6d31"}
+                "dcd": "#e6550d", "dcd[context=full]": "#fdae6b", "dcd_is4": "#31a354",
+                "speculative": "#756bb1", "apd": "#d6616b", "smc": "#8c6d31"}
 STYLES = {"ancestral": ("-", "o"), "margin": ("--", "s"), "remdm": (":", "^"),
           "left_to_right": ("-.", "D"), "chunked": ("--", "v")}
 OTHER_STYLE = (":", "x")  # any other conf/strategy option

@@ -142,12 +142,13 @@ def test_entry_point_writes_loadable_checkpoint(tmp_path, monkeypatch):
 
 
 def test_windowed_guide_and_ema_through_the_entry_point(tmp_path, monkeypatch):
-    # The short-context guide recipe trains, saves and loads as an AR model with its context.
+    # The windowed guide recipe trains, saves and loads as an AR model with its context.
     out = tmp_path / "ar"
     tokenizer_dir = SHIPPED_TOKENIZER if SHIPPED_TOKENIZER.is_dir() else tmp_path / "tok"
     overrides = [
         "model=ar_tiny", "model.recipe.n_embd=16", "model.recipe.intermediate_size=24",
-        "model.recipe.n_head=2", "model.recipe.window=4", "batch_size=2", "steps=3",
+        "model.recipe.n_head=2", "model.recipe.window=4", "model.recipe.n_layer=2",
+        "batch_size=2", "steps=3",
         "eval_every=2", "eval_windows=2", "final_eval_windows=2", "ema_decay=0.9",
         "threads=1", f"out_dir={out}", f"tokenizer_dir={tokenizer_dir}",
         f"hydra.run.dir={tmp_path / 'hydra'}",
