@@ -260,7 +260,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     known = {m.name for m in METHODS}  # a --method already in the list is measured once
     extra = [m for i, m in enumerate(a.method)
              if m.name not in known and m.name not in {x.name for x in a.method[:i]}]
-    methods, rows = selected(METHODS + extra, a.methods), []
+    # --methods filters the default list; every --method is measured
+    methods, rows = selected(METHODS, a.methods) + extra, []
     start = time.perf_counter()
     if a.from_csv:
         rows = read_csv(Path(a.from_csv))
