@@ -15,7 +15,10 @@ Suites:
 
 A method is ``<guide>/<strategy>``, each an option of ``conf/guide`` and ``conf/strategy``
 composed and built exactly as ``experiments.run`` does (``experiments.config.build``), so a new
-option is measured without editing this script: ``--method speculative/ancestral``. The default
+option is measured without editing this script: ``--method speculative/ancestral``; guide
+settings of that method alone follow a colon (``--method dcd/left_to_right:guide.context=full``,
+shown as ``dcd[context=full]/left_to_right``). ``--methods`` filters the default list, every
+``--method`` is measured. The default
 list (``METHODS``): guides none, edlm<K> (``guide=edlm guide.num_candidates=K``, K = 2, 4, 8),
 dcd, dcd_is4; strategies ancestral, margin, remdm, and left_to_right (dcd only: DCD's
 autoregressive variant); dcd/chunked is DCD's chunked variant as the paper runs it (8-token
