@@ -129,8 +129,10 @@ def test_interrupted_and_killed_sweep_resumes_without_duplicates(tmp_path):
     its workers too; a rerun at once completes every run directory, and each then holds
     every line exactly once and equals an uninterrupted run."""
     sweep = tmp_path / "sweep"
+    # 300 batches per job: on an idle machine 40 samples ran out (60 batches in about a
+    # second) before the signal landed, and the sweep ended normally.
     args = ["-m", "experiments.run", "-m", "experiment=hmm_oracle", "guide=none,dcd",
-            "num_samples=40", "batch_size=2", "steps=[1,2,4]", "hydra/launcher=local",
+            "num_samples=200", "batch_size=2", "steps=[1,2,4]", "hydra/launcher=local",
             f"hydra.sweep.dir={sweep}"]
     proc = _start_sweep(args, sweep, 2, tmp_path / "ctrl-c.log")
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends
