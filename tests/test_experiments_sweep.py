@@ -111,8 +111,11 @@ def _start_sweep(args: list[str], sweep: Path, batches: int, log: Path) -> subpr
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     env.pop("HYDRA_FULL_ERROR", None)
     with open(log, "w") as out:
+        # A shell without job control starts background commands with SIGINT ignored, and an
+        # ignored signal is inherited: give the sweep the default action a terminal gives it.
         proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+                                stderr=subprocess.STDOUT, start_new_session=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and proc.poll() is None:
         if any(len(_lines(p)) >= before.get(p, 0) + batches
@@ -129,10 +132,8 @@ def test_interrupted_and_killed_sweep_resumes_without_duplicates(tmp_path):
     its workers too; a rerun at once completes every run directory, and each then holds
     every line exactly once and equals an uninterrupted run."""
     sweep = tmp_path / "sweep"
-    # 300 batches per job: on an idle machine 40 samples ran out (60 batches in about a
-    # second) before the signal landed, and the sweep ended normally.
     args = ["-m", "experiments.run", "-m", "experiment=hmm_oracle", "guide=none,dcd",
-            "num_samples=200", "batch_size=2", "steps=[1,2,4]", "hydra/launcher=local",
+            "num_samples=40", "batch_size=2", "steps=[1,2,4]", "hydra/launcher=local",
             f"hydra.sweep.dir={sweep}"]
     proc = _start_sweep(args, sweep, 2, tmp_path / "ctrl-c.log")
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends
