@@ -56,7 +56,8 @@ from omegaconf import DictConfig
 from decoding import Coordinator
 from experiments.baselines import baseline_seed, sample
 from experiments.config import build
-from experiments.metrics import Evaluator, judge_nll, to_judge_ids, trim
+from experiments.metrics import Evaluator
+from experiments.provenance import gen_nll_se
 
 ROOT = Path(__file__).resolve().parents[1]
 ORACLE = (4, 8, 10)  # HMM.random(V, H, L, concentration=0.2): 4**10 sequences, enumerable
@@ -100,24 +101,9 @@ def point_seed(seed: int, steps: int) -> int:
     return seed * 1_000_003 + steps
 
 
-def nll_se(evaluator: Evaluator, tokens: torch.Tensor) -> float:
-    """Standard error of the pooled gen NLL over samples (ratio estimator over samples)."""
-    if evaluator.hmm is not None:
-        per = -evaluator.hmm.log_prob(tokens) / tokens.shape[1]
-        return float(per.std() / math.sqrt(per.numel()))
-    seqs = to_judge_ids(trim(tokens, evaluator.eos_id), evaluator.source_tokenizer,
-                        evaluator.judge_tokenizer, evaluator.eos_id)
-    sums, counts = map(torch.tensor, zip(*(judge_nll(evaluator.judge, [s]) for s in seqs)))
-    n, mean = len(seqs), sums.sum() / counts.sum()
-    if n < 2:
-        return float("nan")
-    resid = (sums - mean * counts).double()
-    return float((resid.pow(2).sum() / (n * (n - 1))).sqrt() / counts.double().mean())
-
-
 def score(suite: Suite, tokens: torch.Tensor) -> dict:
     out = suite.evaluator(tokens)
-    out["gen_nll_se"] = nll_se(suite.evaluator, tokens)
+    out["gen_nll_se"] = gen_nll_se(suite.evaluator, tokens)
     return out
 
 

@@ -30,13 +30,14 @@ import time
 from pathlib import Path
 
 import torch
-from frontier import ORACLE, nll_se
+from frontier import ORACLE
 
 from decoding import Coordinator
 from decoding.guides import APDGuide, SpeculativeGuide
 from decoding.sampling import inverse_cdf
 from decoding.strategies import LeftToRight
 from experiments.metrics import Evaluator
+from experiments.provenance import gen_nll_se
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -62,7 +63,7 @@ def ar_alone(ar, n: int, length: int, gen: torch.Generator):
 
 def quality(evaluator: Evaluator, tokens: torch.Tensor) -> dict:
     q = evaluator(tokens)
-    return {"gen_nll": q["gen_nll"], "gen_nll_se": nll_se(evaluator, tokens),
+    return {"gen_nll": q["gen_nll"], "gen_nll_se": gen_nll_se(evaluator, tokens),
             "gen_ppl": q["gen_ppl"], "entropy": q["entropy"]}
 
 

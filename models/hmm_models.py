@@ -62,7 +62,8 @@ class HMMCache:
     """Incremental state of ``HMMAutoregressive``.
 
     ``filters``: (B, length + 1, H) float64; ``filters[:, k]`` is p(h_k | the fed tokens the
-    model sees before position k). ``tokens``: (B, length) the fed tokens. Keeping every
+    model sees before position k). ``tokens``: (B, length) the fed tokens (kept only for a
+    finite context). Keeping every
     prefix's filter makes ``crop`` an exact slice.
     """
 
@@ -149,12 +150,13 @@ class HMMAutoregressive(torch.nn.Module):
         cache.device = tokens.device
         lik = self.hmm.emission.T[tokens.long().cpu()]  # (B, n, H)
         pred, new = cache.filters[:, -1], []
+        if self.context is not None:  # a windowed prediction refilters its last tokens
+            cache.tokens = torch.cat([cache.tokens, tokens.long().cpu()], 1)
         for j in range(n):
-            cache.tokens = torch.cat([cache.tokens, tokens[:, j : j + 1].long().cpu()], 1)
             if self.context is None:
                 pred, _ = self.hmm.step(pred, lik[:, j])
             else:
-                pred = self._window_filter(cache.tokens)
+                pred = self._window_filter(cache.tokens[:, : cache.length + j + 1])
             new.append(pred)
         if not new:
             return torch.empty(cache.batch_size, 0, self.vocab_size, device=tokens.device)
