@@ -40,6 +40,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from decoding.loop import first_true
 from decoding.sampling import Rows, inverse_cdf
 from decoding.types import GuideContext
 
@@ -50,11 +51,9 @@ FIRST_TOKEN = ("bos", "marginal")
 def local_hide(masked: Tensor, context: int) -> Tensor:
     """(B, L) bool: the positions more than ``context`` before each row's first masked one
     (none in a row without masked positions)."""
-    B, L = masked.shape
-    pos = torch.arange(L, device=masked.device)
-    any_masked = masked.any(dim=1)
-    first = torch.where(any_masked, masked.int().argmax(dim=1), 0)
-    return (pos[None, :] < (first - context)[:, None]) & any_masked[:, None]
+    pos = torch.arange(masked.shape[1], device=masked.device)
+    hide = pos[None, :] < (first_true(masked) - context)[:, None]
+    return hide & masked.any(dim=1, keepdim=True)
 
 
 def log_ratio(bi: Tensor, causal: Tensor, temperature: float = 1.0) -> Tensor:

@@ -108,11 +108,14 @@ class BatchLoop:
         return x, confidence, sel, draft
 
 
+def first_true(flags: Tensor) -> Tensor:
+    """(B, L) bool -> (B,) long index of each row's first True (L if none)."""
+    return torch.where(flags.any(dim=1), flags.long().argmax(dim=1), flags.shape[1])
+
+
 def first_masked(x: Tensor, mask_id: int) -> Tensor:
     """(B, L) tokens -> (B,) long index of each row's first masked position (L if none)."""
-    masked = x == mask_id
-    L = x.shape[1]
-    return torch.where(masked.any(dim=1), masked.long().argmax(dim=1), L)
+    return first_true(x == mask_id)
 
 
 def check_prefix_prompt(free: Tensor, who: str) -> None:
