@@ -29,7 +29,10 @@ only, so methods share random numbers at each step count. In the default suite, 
 methods stop at a step cap (``frontier_methods.CAPS``; ``--all-steps`` lifts it). Writes
 ``frontier.csv`` (after every point), ``frontier.md`` and ``frontier_<suite>.png`` under
 ``--out``, and prints a table and the targets block (``benchmarks/frontier_report.py``);
-``--from-csv`` redoes that report from an earlier CSV without measuring anything. Needs the
+``--from-csv`` redoes that report from an earlier CSV without measuring anything.
+``--temperatures 0.9,0.95,1`` measures everything (single-model rows included) at each
+temperature: gen PPL falls steeply as entropy falls, so the report also compares methods at the
+held-out data's entropy, each interpolated between its temperatures. Needs the
 project installed (``pip install -e .``): the script does not edit ``sys.path``.
 """
 
@@ -38,7 +41,7 @@ from __future__ import annotations
 import argparse
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -110,6 +113,8 @@ def score(suite: Suite, tokens: torch.Tensor) -> dict:
 def record(suite: Suite, out: Path, row: dict) -> None:
     row = {"suite": suite.name, "num_samples": suite.num_samples, "length": suite.length,
            "threads": torch.get_num_threads(), **row}
+    if row.get("temperature") not in (None, 1.0):  # a point of its own in every table
+        row["method"] = f"{row['method']}@T{row['temperature']:g}"
     suite.rows.append(row)
     write_csv(out, suite.rows)
     print(f"  [{suite.name}] {row['method']:<20} steps={row.get('steps', '')!s:<4} "
@@ -132,20 +137,25 @@ def run_method(suite: Suite, method: Method, steps: int, seed: int) -> dict:
             "nfe_ar": res.nfe["ar_forwards"],
             "ar_tokens": res.nfe["ar_tokens"] / suite.num_samples,
             "tokens_per_step": suite.length / res.steps_used,
-            "ess": sum(ess) / len(ess) if ess else None}
+            "ess": sum(ess) / len(ess) if ess else None,
+            "temperature": coord.temperature, "top_p": coord.top_p}
 
 
 def ar_baseline(suite: Suite, name: str, lm, seed: int) -> dict:
     """L tokens after BOS from the model alone, one KV-cached step per token: the same sampler
-    as ``experiments.run``'s baselines (``experiments.baselines.sample``)."""
+    as ``experiments.run``'s baselines (``experiments.baselines.sample``), with the run's
+    temperature and top-p (``--set temperature=...`` reaches these rows too)."""
+    cfg = compose_run(suite.overrides)
     gen = torch.Generator().manual_seed(baseline_seed(seed, name, 0))
     wall, cpu = time.perf_counter(), time.process_time()
     with torch.inference_mode():
-        tokens = sample(lm, suite.num_samples, suite.length, gen).cpu()
+        tokens = sample(lm, suite.num_samples, suite.length, gen, float(cfg.temperature),
+                        float(cfg.top_p)).cpu()
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     return {"method": f"{name}/alone", "guide": name, "strategy": "alone",
             "steps": suite.length, **score(suite, tokens), "seconds": wall, "cpu_seconds": cpu,
-            "nfe_denoiser": 0, "nfe_ar": suite.length, "ar_tokens": suite.length}
+            "nfe_denoiser": 0, "nfe_ar": suite.length, "ar_tokens": suite.length,
+            "temperature": float(cfg.temperature), "top_p": float(cfg.top_p)}
 
 
 def selected(methods: list[Method], wanted: str | None) -> list[Method]:
@@ -190,8 +200,9 @@ def run_default(a, methods: list[Method], out: Path, rows: list[dict]) -> None:
     record(suite, out, {"method": "data", "guide": "data", **score(suite, data),
                         "num_samples": data.shape[0]})
     want_ar = not a.methods or "ar" in a.methods.split(",")
-    run_suite(suite, methods, a, out, lambda: [ar_baseline(suite, name, lm, a.seed) for name, lm
-                                                in (("ar", ar), ("judge", judge)) if want_ar])
+    for s in at_temperatures(suite, a.temperatures):
+        run_suite(s, methods, a, out, lambda s=s: [ar_baseline(s, name, lm, a.seed) for name, lm
+                                                   in (("ar", ar), ("judge", judge)) if want_ar])
 
 
 def run_oracle(a, methods: list[Method], out: Path, rows: list[dict]) -> None:
@@ -211,11 +222,29 @@ def run_oracle(a, methods: list[Method], out: Path, rows: list[dict]) -> None:
     record(suite, out, {"method": "data", "guide": "data", **score(suite, data)})
     record(suite, out, {"method": "entropy_rate", "guide": "truth", "gen_nll": rate,
                         "gen_ppl": math.exp(rate), "num_samples": None})
-    run_suite(suite, methods, a, out)
+    for s in at_temperatures(suite, a.temperatures):
+        run_suite(s, methods, a, out)
+
+
+def at_temperatures(suite: Suite, temperatures: list[float] | None) -> list[Suite]:
+    """The suite once per temperature (its rows shared); None: the run's own temperature."""
+    if not temperatures:
+        return [suite]
+    return [replace(suite, overrides=[*suite.overrides, f"temperature={t}"], configs={})
+            for t in temperatures]
 
 
 def parse_steps(text: str | None) -> list[int] | None:
     return None if not text else sorted({int(s) for s in text.split(",")})
+
+
+def parse_temperatures(text: str | None) -> list[float] | None:
+    if not text:
+        return None
+    values = sorted({float(t) for t in text.split(",")})
+    if values[0] <= 0:
+        raise argparse.ArgumentTypeError(f"temperatures must be > 0, got {text!r}")
+    return values
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -233,6 +262,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="a Hydra override of conf/run.yaml for every method and the default "
                    "suite's models (guide.beta=2, schedule=cosine, top_p=0.9); repeatable")
+    p.add_argument("--temperatures", type=parse_temperatures, metavar="T,T,...",
+                   help="measure every method and single-model row at each temperature (rows "
+                   "named <method>@T<t>; the report compares methods at the data's entropy)")
     p.add_argument("--length", type=int, default=128, help="default suite sequence length")
     p.add_argument("--reference-samples", type=int, default=256, help="held-out windows")
     p.add_argument("--all-steps", action="store_true", help="lift the default suite's caps")

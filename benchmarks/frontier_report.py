@@ -18,7 +18,10 @@ from frontier_targets import (  # noqa: F401  (the targets are part of the repor
     BASELINES,
     _find,
     _sampler,
+    at_entropy,
     default_target,
+    family,
+    matched_target,
     oracle_target,
     pair_target,
     print_targets,
@@ -134,12 +137,41 @@ def pivot(rows: list[dict], suite: str) -> list[str]:
     return lines
 
 
+def matched(rows: list[dict], suite: str) -> list[str]:
+    """Markdown lines: each method's gen PPL ± se at the data's entropy, one column per step
+    count (interpolated between its temperatures; empty where none bracket it). No lines when
+    nothing is bracketed."""
+    rows = [r for r in rows if r["suite"] == suite]
+    data = _find(rows, "data")
+    if data is None or data.get("entropy") is None:
+        return []
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        if _sampler(r) or r.get("strategy") in BASELINES:
+            groups.setdefault((family(r), r["steps"]), []).append(r)
+    at = {k: v for k, pts in groups.items() if (v := at_entropy(pts, data["entropy"]))}
+    if not at:
+        return []
+    steps = sorted({s for _, s in at})
+    lines = [f"gen PPL at the data's entropy ({data['entropy']:.3f}):", "",
+             "| method | " + " | ".join(f"{s} step{'s' * (s > 1)}" for s in steps) + " |",
+             "|" + "---|" * (len(steps) + 1)]
+    for m in dict.fromkeys(name for name, _ in at):
+        cells = [f"{at[m, s][0]:.0f} ± {at[m, s][1]:.0f}" if (m, s) in at else ""
+                 for s in steps]
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def write_markdown(out: Path, rows: list[dict]) -> None:
     parts = ["# Frontier results", ""]
     for t in targets(rows):
         parts += [f"- **{t['status']}** {t['target']}: {t['measured']}"]
     for suite in dict.fromkeys(r["suite"] for r in rows):
-        parts += ["", f"## {suite} suite", "", *pivot(rows, suite), "", *table(rows, suite)]
+        parts += ["", f"## {suite} suite", "", *pivot(rows, suite), ""]
+        if lines := matched(rows, suite):
+            parts += [*lines, ""]
+        parts += table(rows, suite)
     _atomic(Path(out) / "frontier.md", "\n".join(parts) + "\n")
 
 

@@ -103,6 +103,50 @@ def test_targets_logic():
     assert report.oracle_target(oracle)["status"] == "MISS"
 
 
+def test_matched_entropy_interpolates_and_ranks_at_the_data_entropy():
+    report = _load("frontier_report")
+    lo, hi = _row("ar/alone@T0.9", 128, 100.0, 1.0, entropy=4.0), _row("ar/alone", 128, 200.0,
+                                                                        1.0, entropy=4.2)
+    ppl, se = report.at_entropy([hi, lo], 4.1)
+    assert ppl == pytest.approx(math.sqrt(100.0 * 200.0)) and se == pytest.approx(
+        ppl * math.hypot(0.005, 0.005))
+    assert report.at_entropy([lo, hi], 4.0)[0] == pytest.approx(100.0)
+    assert report.at_entropy([lo, hi], 4.25) is None and report.at_entropy([hi], 4.2) is None
+
+    def pair(name, steps, ppls, entropies=(4.0, 4.2)):
+        return [_row(f"{name}@T0.9", steps, ppls[0], 1.0, entropy=entropies[0]),
+                _row(name, steps, ppls[1], 1.0, entropy=entropies[1])]
+
+    rows = [_row("data", None, 70.0, None, entropy=4.1), lo, hi,
+            *pair("none/ancestral", 128, (120.0, 260.0)),
+            # at T=1 this point is 30% below the guide's T=1 row, at equal entropy it is not
+            *pair("dcd/left_to_right", 8, (130.0, 140.0), entropies=(4.05, 4.25))]
+    for r in rows:
+        r["temperature"] = 0.9 if "@T" in r["method"] else 1.0
+    assert report.pair_target(rows)["measured"].startswith("best dcd/left_to_right at 8 steps")
+    result = report.matched_target(rows)
+    assert result["status"] == "MISS" and "(+6.4% below ar/alone)" in result["measured"]
+    assert "best dcd/left_to_right at 8 steps" in result["measured"]
+    rows += pair("dcd/left_to_right", 4, (100.0, 110.0))  # 4.1 -> 104.9, 26% below the guide
+    result = report.matched_target(rows)
+    assert result["status"] == "PASS" and "at 4 steps 104.9" in result["measured"]
+    lines = report.matched(rows, "default")
+    assert any(line.startswith("| dcd/left_to_right |") for line in lines)
+    del rows[1]  # the guide no longer brackets the data's entropy
+    assert report.matched_target(rows)["status"] == "N/A"
+
+
+def test_frontier_temperatures_name_their_rows(tmp_path):
+    frontier = _load("frontier")
+    rows = frontier.main(["--suite", "oracle", "--quick", "--steps", "2", "--methods",
+                          "none/ancestral", "--temperatures", "0.5,1", "--no-plots",
+                          "--out", str(tmp_path)])
+    cold, warm = (next(r for r in rows if r["method"] == m)
+                  for m in ("none/ancestral@T0.5", "none/ancestral"))
+    assert cold["temperature"] == 0.5 and warm["temperature"] == 1.0
+    assert cold["entropy"] < warm["entropy"]  # a cooled sampler repeats itself more
+
+
 def test_samplers_benchmark_quick_oracle(tmp_path):
     samplers = _load("samplers")
     rows = samplers.main(["--suite", "oracle", "--quick", "--gammas", "2", "--draft-steps", "1",
