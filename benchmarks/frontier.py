@@ -278,11 +278,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     torch.set_num_threads(a.threads)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    known = {m.name for m in METHODS}  # a --method already in the list is measured once
-    extra = [m for i, m in enumerate(a.method)
-             if m.name not in known and m.name not in {x.name for x in a.method[:i]}]
-    # --methods filters the default list; every --method is measured
-    methods, rows = selected(METHODS, a.methods) + extra, []
+    # --methods filters the default list; every --method is measured, each method once
+    methods, rows = selected(METHODS, a.methods), []
+    for m in a.method:
+        if m.name not in {x.name for x in methods}:
+            methods.append(m)
     start = time.perf_counter()
     if a.from_csv:
         rows = read_csv(Path(a.from_csv))

@@ -60,10 +60,13 @@ def test_frontier_measures_any_conf_option(tmp_path):
         (g, s) for g in frontier.options("guide") for s in frontier.options("strategy")}
     rows = frontier.main(["--suite", "oracle", "--quick", "--steps", "2", "--no-plots",
                           "--method", "edlm16/entropy", "--method", "edlm16/entropy",
-                          "--method", "dcd/left_to_right", "--methods", "edlm16",
+                          "--method", "edlm4/ancestral", "--methods", "edlm16",
                           "--set", "guide.carry_over=true", "--out", str(tmp_path)])
-    (point,) = [r for r in rows if r.get("strategy")]
-    assert point["method"] == "edlm16/entropy" and point["k"] == 16
+    # every --method is measured once, also one of the default list that --methods leaves out
+    points = [r for r in rows if r.get("strategy")]
+    assert [r["method"] for r in points] == ["edlm16/entropy", "edlm4/ancestral"]
+    point = points[0]
+    assert point["k"] == 16
     assert point["ess"] is not None and 1 <= point["ess"] <= 16
     suite_config = frontier.compose_run(frontier.parse_method("edlm16/entropy").overrides)
     assert suite_config.guide.num_candidates == 16 and suite_config.strategy.score == "entropy"
