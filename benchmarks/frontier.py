@@ -29,7 +29,8 @@ only, so methods share random numbers at each step count. In the default suite, 
 methods stop at a step cap (``frontier_methods.CAPS``; ``--all-steps`` lifts it). Writes
 ``frontier.csv`` (after every point), ``frontier.md`` and ``frontier_<suite>.png`` under
 ``--out``, and prints a table and the targets block (``benchmarks/frontier_report.py``);
-``--from-csv`` redoes that report from an earlier CSV without measuring anything.
+``--from-csv`` redoes that report from earlier CSVs without measuring anything (repeated, it
+joins them into one ``frontier.csv``).
 ``--temperatures 0.9,0.95,1`` measures everything (single-model rows included) at each
 temperature: gen PPL falls steeply as entropy falls, so the report also compares methods at the
 held-out data's entropy, each interpolated between its temperatures. Needs the
@@ -47,6 +48,7 @@ from pathlib import Path
 import torch
 from frontier_methods import METHODS, Method, compose_run, options, parse_method  # noqa: F401
 from frontier_report import (
+    join_rows,
     print_table,
     print_targets,
     read_csv,
@@ -273,7 +275,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     p.add_argument("--out", default=str(ROOT / "docs" / "benchmarks"))
     p.add_argument("--no-plots", action="store_true")
-    p.add_argument("--from-csv", help="measure nothing: redo the report of a frontier.csv")
+    p.add_argument("--from-csv", action="append", metavar="CSV",
+                   help="measure nothing: redo the report of a frontier.csv; repeated, the "
+                   "files are joined (the first row of each method and step count is kept)")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     out = Path(a.out)
@@ -285,7 +289,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
             methods.append(m)
     start = time.perf_counter()
     if a.from_csv:
-        rows = read_csv(Path(a.from_csv))
+        rows = join_rows([read_csv(Path(path)) for path in a.from_csv])
+        write_csv(out, rows)
     if a.suite in ("default", "all") and not a.from_csv:
         run_default(a, methods, out, rows)
     if a.suite in ("oracle", "all") and not a.from_csv:

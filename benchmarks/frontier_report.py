@@ -26,6 +26,7 @@ from frontier_targets import (  # noqa: F401  (the targets are part of the repor
     pair_target,
     print_targets,
     targets,
+    temperature,
 )
 
 COLUMNS = ["suite", "method", "guide", "k", "strategy", "steps", "num_samples", "length",
@@ -70,6 +71,20 @@ def read_csv(path: Path) -> list[dict]:
     """Rows of a ``frontier.csv`` with numbers parsed back (empty cells -> None)."""
     with open(path, newline="") as f:
         return [{k: _value(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def join_rows(tables: list[list[dict]]) -> list[dict]:
+    """Rows of several ``frontier.csv`` files as one: the first of each (suite, method, steps)
+    is kept, so the reference rows of later files (``data``, the same single-model rows)
+    are not repeated."""
+    seen, rows = set(), []
+    for table in tables:
+        for r in table:
+            key = (r["suite"], r["method"], r.get("steps"))
+            if key not in seen:
+                seen.add(key)
+                rows.append(r)
+    return rows
 
 
 def _fmt(v, spec: str) -> str:
@@ -188,6 +203,8 @@ def write_plots(out: Path, rows: list[dict]) -> list[Path]:
         srows = [r for r in rows if r["suite"] == suite]
         key = "gen_nll" if suite == "oracle" else "gen_ppl"
         fig, axes = plt.subplots(1, 3, figsize=(17, 5.2))
+        # steps and wall-clock: temperature 1; entropy: every temperature, a method's points
+        # at one step count joined across temperatures (its gen PPL-entropy frontier)
         methods = dict.fromkeys(r["method"] for r in srows if _sampler(r))
         for m in methods:
             pts = sorted((r for r in srows if r["method"] == m), key=lambda r: r["steps"])
@@ -195,8 +212,20 @@ def write_plots(out: Path, rows: list[dict]) -> list[Path]:
             ls, marker = STYLES.get(r0["strategy"], OTHER_STYLE)
             style = dict(color=GUIDE_COLORS.get(r0["guide"], "k"), ls=ls, marker=marker, ms=4,
                          lw=1.3, label=m)
+            swept = temperature(r0) != 1.0 or any(
+                family(r) == m and temperature(r) != 1.0 for r in srows)
             for ax, x in zip(axes, ("steps", "seconds", "entropy")):
-                ax.plot([r[x] for r in pts], [r[key] for r in pts], **style)
+                if temperature(r0) != 1.0 and ax is not axes[2]:
+                    continue
+                ax.plot([r[x] for r in pts], [r[key] for r in pts],
+                        **(dict(style, ls="none") if swept and ax is axes[2] else style))
+        for fam, steps in dict.fromkeys((family(r), r["steps"]) for r in srows
+                                        if _sampler(r) or r.get("strategy") in BASELINES):
+            pts = sorted((r for r in srows if family(r) == fam and r["steps"] == steps),
+                         key=lambda r: r["entropy"])
+            if len(pts) > 1:
+                axes[2].plot([r["entropy"] for r in pts], [r[key] for r in pts], "-", lw=0.9,
+                             color=GUIDE_COLORS.get(pts[0]["guide"], "0.4"), alpha=0.7)
         for r in srows:
             if r["method"] in ("data", "entropy_rate"):
                 ls = "--" if r["method"] == "data" else "-."
@@ -207,7 +236,10 @@ def write_plots(out: Path, rows: list[dict]) -> list[Path]:
                     axes[2].plot(r["entropy"], r[key], "k*", ms=12, label=r["method"])
             elif r.get("strategy") in BASELINES:
                 for ax, x in zip(axes, ("steps", "seconds", "entropy")):
-                    ax.plot(r[x], r[key], "P", ms=10, label=r["method"] if ax is axes[0] else None,
+                    if temperature(r) != 1.0 and ax is not axes[2]:
+                        continue
+                    ax.plot(r[x], r[key], "P", ms=10 if temperature(r) == 1.0 else 6,
+                            label=r["method"] if ax is axes[0] else None,
                             color="#756bb1" if r["guide"] == "ar" else "#dd1c77")
         for ax, x in zip(axes, ("steps", "seconds (wall-clock, one batch)", "unigram entropy")):
             ax.set_xlabel(x)

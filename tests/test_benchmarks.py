@@ -40,6 +40,14 @@ def test_frontier_quick_oracle(tmp_path, capsys):
     again = frontier.main(["--from-csv", str(tmp_path / "frontier.csv"), "--out", str(tmp_path)])
     assert [r["gen_nll"] for r in again] == [r["gen_nll"] for r in rows]
     assert (tmp_path / "frontier.md").read_text() == report
+    other = tmp_path / "other"
+    more = frontier.main(["--suite", "oracle", "--quick", "--steps", "4", "--methods",
+                          "none/ancestral", "--no-plots", "--out", str(other)])
+    joined = frontier.main(["--from-csv", str(tmp_path / "frontier.csv"), "--from-csv",
+                            str(other / "frontier.csv"), "--out", str(other), "--no-plots"])
+    assert len(joined) == len(rows) + len(more) - 2  # data and entropy_rate once
+    assert [r["method"] for r in joined].count("data") == 1
+    assert len(frontier.read_csv(other / "frontier.csv")) == len(joined)
 
 
 def test_frontier_same_seed_same_samples(tmp_path):
