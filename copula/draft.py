@@ -9,9 +9,12 @@ the bidirectional marginal over the prefix-only (causal) one: V carries what the
 about position i, which the AR model cannot see. Known positions are fed as they are.
 
 Temperature and top-p reach both passes alike: the causal row gets the same temperature and
-is restricted to, and renormalised over, the bidirectional row's nucleus. So where position i
-has no right context (the two rows are equal) V is 0 on the nucleus, and the draft is the AR
-model restricted to it. (The authors' code applies neither transform to either pass.)
+is restricted to, and renormalised over, the bidirectional row's nucleus, so V is the log-ratio
+divided by the temperature. The AR model's conditional is divided by it too, so the draw is the
+tempered copula step, r_i^(1/T) renormalised: where position i has no right context (the two
+rows are equal) V is 0 on the nucleus, and the draft is the AR model at temperature T
+restricted to it, as the AR model alone samples at that temperature. (The authors' code applies
+neither transform to either pass.)
 
 First token (``first_token``): ``"bos"`` draws x̃_0 like every other position, from the AR
 model's p(· | BOS) tilted by V[0]; ``"marginal"`` draws it from the bidirectional marginal
@@ -178,7 +181,7 @@ class CopulaDrafter:
                 tilt = log_ratio(bi, causal[where], ctx.marginals.temperature)
                 if rep is not None:
                     tilt = tilt.repeat_interleave(k, dim=0)
-                logits = self.nxt[rows] + self.beta * tilt
+                logits = self.nxt[rows] / ctx.marginals.temperature + self.beta * tilt
             draw, lr = inverse_cdf(logits, 1, generator)
             tokens[rows, i] = draw[:, 0]
             log_r[rows] += lr[:, 0]

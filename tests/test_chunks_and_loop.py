@@ -124,9 +124,9 @@ def test_dcd_with_no_right_context_is_the_ar_model_on_the_nucleus(temperature, t
     n = 20000
     freq, ar = draw_last(CopulaGuide(HMMAutoregressive(HMM_)), n, temperature, top_p)
     # The exact denoiser's row at the last position is the AR conditional; V = 0 leaves the AR
-    # model restricted to the transformed row's nucleus (untempered).
+    # model at the same temperature, restricted to the transformed row's nucleus.
     keep = torch.isfinite(normalize_rows(ar[None], temperature, top_p)[0])
-    want = torch.softmax(ar.masked_fill(~keep, -torch.inf), -1)
+    want = torch.softmax((ar / temperature).masked_fill(~keep, -torch.inf), -1)
     tv = 0.5 * (freq - want).abs().sum()
     assert tv < 0.02, (freq, want)
 
