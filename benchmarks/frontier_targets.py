@@ -204,7 +204,8 @@ def matched_target(rows: list[dict]) -> dict:
     gain = 1 - ppl / ref
     singles_text = "; ".join(f"{n} {v[0]:.1f} ± {v[1]:.1f}" for n, v in singles.items())
     measured = (f"at entropy {h:.3f}: best {name} at {steps} steps {ppl:.1f} ± {se:.1f} vs "
-                f"{singles_text} ({gain:+.1%} below {ref_name}); "
+                f"{singles_text} ({abs(gain):.1%} {'below' if gain >= 0 else 'above'} "
+                f"{ref_name}); "
                 f"{len(guided)} guided points at <= {PAIR_STEPS} steps bracketed")
     return {"target": text, "measured": measured,
             "status": "PASS" if gain >= PAIR_GAIN else "MISS"}
