@@ -25,6 +25,7 @@ from frontier_targets import (  # noqa: F401  (the targets are part of the repor
     oracle_target,
     pair_target,
     print_targets,
+    sweeps,
     targets,
     temperature,
 )
@@ -160,11 +161,7 @@ def matched(rows: list[dict], suite: str) -> list[str]:
     data = _find(rows, "data")
     if data is None or data.get("entropy") is None:
         return []
-    groups: dict[tuple, list[dict]] = {}
-    for r in rows:
-        if _sampler(r) or r.get("strategy") in BASELINES:
-            groups.setdefault((family(r), r["steps"]), []).append(r)
-    at = {k: v for k, pts in groups.items() if (v := at_entropy(pts, data["entropy"]))}
+    at = {k: v for k, pts in sweeps(rows).items() if (v := at_entropy(pts, data["entropy"]))}
     if not at:
         return []
     steps = sorted({s for _, s in at})
@@ -219,10 +216,8 @@ def write_plots(out: Path, rows: list[dict]) -> list[Path]:
                     continue
                 ax.plot([r[x] for r in pts], [r[key] for r in pts],
                         **(dict(style, ls="none") if swept and ax is axes[2] else style))
-        for fam, steps in dict.fromkeys((family(r), r["steps"]) for r in srows
-                                        if _sampler(r) or r.get("strategy") in BASELINES):
-            pts = sorted((r for r in srows if family(r) == fam and r["steps"] == steps),
-                         key=lambda r: r["entropy"])
+        for pts in sweeps(srows).values():
+            pts = sorted(pts, key=lambda r: r["entropy"])
             if len(pts) > 1:
                 axes[2].plot([r["entropy"] for r in pts], [r[key] for r in pts], "-", lw=0.9,
                              color=GUIDE_COLORS.get(pts[0]["guide"], "0.4"), alpha=0.7)

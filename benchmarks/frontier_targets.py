@@ -173,17 +173,22 @@ def at_entropy(rows: list[dict], entropy: float) -> tuple[float, float] | None:
     return None
 
 
+def sweeps(rows: list[dict]) -> dict[tuple, list[dict]]:
+    """Sampler and single-model rows grouped by (method without temperature, steps)."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        if _sampler(r) or r.get("strategy") in BASELINES:
+            groups.setdefault((family(r), r["steps"]), []).append(r)
+    return groups
+
+
 def matched_target(rows: list[dict]) -> dict:
     """The two-model claim with every method taken at the held-out data's entropy."""
     text = (f"default pair at the data's entropy: a guided sampler at <= {PAIR_STEPS} steps has "
             f"gen PPL >= {PAIR_GAIN:.0%} below the AR guide alone and none/ancestral at 128 steps,"
             " each interpolated over temperatures to the held-out data's entropy")
     rows = [r for r in rows if r["suite"] == "default"]
-    data = _find(rows, "data")
-    groups: dict[tuple, list[dict]] = {}
-    for r in rows:
-        if _sampler(r) or r.get("strategy") in BASELINES:
-            groups.setdefault((family(r), r["steps"]), []).append(r)
+    data, groups = _find(rows, "data"), sweeps(rows)
     if data is None:
         return {"target": text, "measured": "not measured (needs the data row)", "status": "N/A"}
     h = data["entropy"]
