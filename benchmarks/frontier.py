@@ -46,7 +46,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
-from frontier_methods import METHODS, Method, compose_run, options, parse_method  # noqa: F401
+from frontier_methods import (  # noqa: F401
+    METHODS,
+    Method,
+    compose_run,
+    options,
+    parse_method,
+    parse_steps,
+    parse_temperatures,
+)
 from frontier_report import (
     join_rows,
     print_table,
@@ -234,19 +242,6 @@ def at_temperatures(suite: Suite, temperatures: list[float] | None) -> list[Suit
         return [suite]
     return [replace(suite, overrides=[*suite.overrides, f"temperature={t}"], configs={})
             for t in temperatures]
-
-
-def parse_steps(text: str | None) -> list[int] | None:
-    return None if not text else sorted({int(s) for s in text.split(",")})
-
-
-def parse_temperatures(text: str | None) -> list[float] | None:
-    if not text:
-        return None
-    values = sorted({float(t) for t in text.split(",")})
-    if values[0] <= 0:
-        raise argparse.ArgumentTypeError(f"temperatures must be > 0, got {text!r}")
-    return values
 
 
 def main(argv: list[str] | None = None) -> list[dict]:

@@ -8,6 +8,7 @@ edit here.
 
 from __future__ import annotations
 
+import argparse
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,3 +88,18 @@ def compose_run(overrides: list[str]) -> DictConfig:
 
 
 METHODS = [Method(*spec) for spec in CAPS]
+
+
+def parse_steps(text: str | None) -> list[int] | None:
+    """``--steps 2,4,8`` -> sorted step counts (None: the suite's default)."""
+    return None if not text else sorted({int(s) for s in text.split(",")})
+
+
+def parse_temperatures(text: str | None) -> list[float] | None:
+    """``--temperatures 0.9,1`` -> sorted temperatures (None: the run's own)."""
+    if not text:
+        return None
+    values = sorted({float(t) for t in text.split(",")})
+    if values[0] <= 0:
+        raise argparse.ArgumentTypeError(f"temperatures must be > 0, got {text!r}")
+    return values
