@@ -6,7 +6,8 @@ from models.ddit import DDiT, DDiTConfig
 from models.denoisers import MDLMDenoiser, SEDDDenoiser
 from models.hmm import HMM
 from models.hmm_models import HMMAutoregressive, HMMDenoiser
-from models.loading import load_denoiser, save_denoiser
+from models.loading import load_denoiser
+from models.saving import save_denoiser
 from models.tokenizer_check import check_shared_tokenizer
 
 __all__ = [

@@ -1,4 +1,4 @@
-"""Loading and saving DDiT denoisers.
+"""Loading DDiT denoisers (saving: ``models.saving``).
 
 Three checkpoint layouts are understood, detected from the files in the folder:
 
@@ -9,7 +9,7 @@ Three checkpoint layouts are understood, detected from the files in the folder:
 * MDLM (``kuleshov-group/mdlm-owt``): a transformers-style ``config.json`` (vocab_size,
   model_length, hidden_dim, cond_dim, n_blocks, n_heads, time_conditioning) and
   ``model.safetensors`` whose keys carry a ``backbone.`` prefix. No remote code is run.
-* Duet's own (``save_denoiser``): ``config.json`` with ``"format": "duet-ddit"`` and
+* Duet's own (``models.saving.save_denoiser``): ``config.json`` with ``"format": "duet-ddit"`` and
   ``model.safetensors`` without prefix; the tokenizer is saved beside them when there is one.
 
 Every load is strict: missing, unexpected and wrongly shaped tensors are all reported by name;
@@ -21,12 +21,12 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from dataclasses import asdict, fields
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from decoding.schedules import EPS
 
@@ -34,7 +34,7 @@ from .ddit import DDiT, DDiTConfig, rotary_inv_freq
 from .denoisers import MDLMDenoiser, SEDDDenoiser
 
 __all__ = ["CheckpointError", "build_backbone", "check_state_dict", "detect_format",
-           "expected_shapes", "load_denoiser", "load_tokenizer", "resolve_folder", "save_denoiser"]
+           "expected_shapes", "load_denoiser", "load_tokenizer", "resolve_folder"]
 
 FORMAT_TAG = "duet-ddit"
 FORMAT_VERSION = 1
@@ -271,46 +271,3 @@ def load_denoiser(name_or_path: str | os.PathLike, *, device: Any = None, dtype:
     if time_conditioning is None:
         time_conditioning = bool(head.get("time_conditioning"))
     return MDLMDenoiser(backbone, time_conditioning=time_conditioning, eps=eps, tokenizer=tokenizer)
-
-
-def _atomic_write(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
-def save_denoiser(denoiser: MDLMDenoiser | SEDDDenoiser, folder: str | os.PathLike,
-                  dtype: Any = None) -> Path:
-    """Write ``denoiser`` in the duet-ddit format; returns the folder.
-
-    The weights go to ``model.safetensors`` in ``dtype`` (float32 default; float16/bfloat16
-    halve the size and load back as float32). ``config.json`` is written last, so a folder with
-    a config always has complete weights.
-    """
-    kind = getattr(denoiser, "parameterization", "")
-    if kind not in ("mdlm", "sedd"):
-        raise TypeError(f"save_denoiser expects an MDLMDenoiser or SEDDDenoiser, got {denoiser!r}")
-    dtype = parse_dtype(dtype) or torch.float32
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    backbone: DDiT = denoiser.backbone
-    state = {}
-    for k, v in backbone.state_dict().items():
-        keep_fp32 = k in _OPTIONAL_KEYS
-        state[k] = v.detach().to("cpu", torch.float32 if keep_fp32 else dtype).contiguous()
-    tok = denoiser.tokenizer
-    if tok is not None:
-        tok.save_pretrained(str(folder))
-    _atomic_write(
-        folder / "model.safetensors", lambda p: save_file(state, str(p), metadata={"format": "pt"})
-    )
-    cfg = dict(
-        format=FORMAT_TAG, format_version=FORMAT_VERSION, parameterization=kind,
-        ddit=asdict(backbone.config), time_conditioning=bool(denoiser.time_conditioned),
-        eps=denoiser.eps, scale_by_sigma=bool(getattr(denoiser, "scale_by_sigma", True)),
-        vocab_size=denoiser.vocab_size, mask_id=denoiser.mask_id,
-        bos_id=getattr(tok, "bos_token_id", None), eos_id=getattr(tok, "eos_token_id", None),
-        pad_id=getattr(tok, "pad_token_id", None), weights_dtype=str(dtype).split(".")[-1],
-    )
-    _atomic_write(folder / "config.json", lambda p: p.write_text(json.dumps(cfg, indent=2) + "\n"))
-    return folder

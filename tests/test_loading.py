@@ -11,7 +11,8 @@ from transformers import PreTrainedTokenizerFast
 from models import loading
 from models.ddit import DDiT, DDiTConfig
 from models.denoisers import MDLMDenoiser, SEDDDenoiser
-from models.loading import CheckpointError, detect_format, load_denoiser, save_denoiser
+from models.loading import CheckpointError, detect_format, load_denoiser
+from models.saving import save_denoiser
 
 V = 12
 TINY = dict(hidden_size=32, cond_dim=16, n_blocks=2, n_heads=4, max_length=16)

@@ -154,7 +154,7 @@ class DenoiserRecipe:
 
     def save(self, model: nn.Module, folder: Path, tokenizer, dtype: torch.dtype) -> None:
         from models.denoisers import MDLMDenoiser
-        from models.loading import save_denoiser
+        from models.saving import save_denoiser
 
         denoiser = MDLMDenoiser(model.float(), time_conditioning=self.time_conditioning,
                                 eps=self.eps, tokenizer=tokenizer)
