@@ -15,26 +15,22 @@ Suites:
 
 A method is ``<guide>/<strategy>``, each an option of ``conf/guide`` and ``conf/strategy``
 composed and built exactly as ``experiments.run`` does (``experiments.config.build``), so a new
-option is measured without editing this script: ``--method speculative/ancestral``; guide
-settings of that method alone follow a colon (``--method dcd/left_to_right:guide.context=full``,
-shown as ``dcd[context=full]/left_to_right``). ``--methods`` filters the default list, every
-``--method`` is measured. The default
-list (``METHODS``): guides none, edlm<K> (``guide=edlm guide.num_candidates=K``, K = 2, 4, 8),
-dcd, dcd_is4; strategies ancestral, margin, remdm, and left_to_right (dcd only: DCD's
-autoregressive variant); dcd/chunked is DCD's chunked variant as the paper runs it (8-token
-chunks), dcd/ancestral reveals positions one by one. ``--set key=value`` applies
+option is measured without editing this script: ``--method speculative/ancestral``; settings of
+that method alone follow a colon (``--method dcd/left_to_right:guide.context=full``, shown as
+``dcd[context=full]/left_to_right``). ``--methods`` filters the default list (``METHODS``: guides
+none, edlm<K> for K = 2, 4, 8, dcd, dcd_is4, each with ancestral, margin, remdm, and
+left_to_right or chunked for dcd), every ``--method`` is measured. ``--set key=value`` applies
 Hydra overrides to every method (``--set guide.beta=2``, ``--set schedule=cosine``). Every
-method draws the same number of samples per point from a generator seeded by (seed, steps)
-only, so methods share random numbers at each step count. In the default suite, the costlier
-methods stop at a step cap (``frontier_methods.CAPS``; ``--all-steps`` lifts it). Writes
-``frontier.csv`` (after every point), ``frontier.md`` and ``frontier_<suite>.png`` under
-``--out``, and prints a table and the targets block (``benchmarks/frontier_report.py``);
-``--from-csv`` redoes that report from earlier CSVs without measuring anything (repeated, it
-joins them into one ``frontier.csv``).
+method draws its samples from a generator seeded by (seed, steps) only, so methods share random
+numbers at each step count. In the default suite the costlier methods stop at a step cap
+(``frontier_methods.CAPS``; ``--all-steps`` lifts it). Writes ``frontier.csv`` (after every
+point), ``frontier.md`` and ``frontier_<suite>.png`` under ``--out`` and prints a table and the
+targets (``benchmarks/frontier_report.py``); ``--from-csv`` redoes that report from earlier
+CSVs, measuring nothing (repeated, it joins them into one ``frontier.csv``).
 ``--temperatures 0.9,0.95,1`` measures everything (single-model rows included) at each
 temperature: gen PPL falls steeply as entropy falls, so the report also compares methods at the
-held-out data's entropy, each interpolated between its temperatures. Needs the
-project installed (``pip install -e .``): the script does not edit ``sys.path``.
+held-out data's entropy, each interpolated between its temperatures. Needs the project
+installed (``pip install -e .``): the script does not edit ``sys.path``.
 """
 
 from __future__ import annotations
@@ -275,8 +271,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                    "files are joined (the first row of each method and step count is kept)")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
+    (out := Path(a.out)).mkdir(parents=True, exist_ok=True)
     # --methods filters the default list; every --method is measured, each method once
     methods, rows = selected(METHODS, a.methods), []
     for m in a.method:
@@ -286,10 +281,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if a.from_csv:
         rows = join_rows([read_csv(Path(path)) for path in a.from_csv])
         write_csv(out, rows)
-    if a.suite in ("default", "all") and not a.from_csv:
-        run_default(a, methods, out, rows)
-    if a.suite in ("oracle", "all") and not a.from_csv:
-        run_oracle(a, methods, out, rows)
+    else:
+        for name, run in (("default", run_default), ("oracle", run_oracle)):
+            if a.suite in (name, "all"):
+                run(a, methods, out, rows)
     if not a.no_plots:
         write_plots(out, rows)
     write_markdown(out, rows)

@@ -25,10 +25,11 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from experiments import baselines
-from experiments.cli import job_setup, progress_bar, run_cli
+from experiments.cli import run_cli
 from experiments.commands import CONF_DIR
 from experiments.config import identity
 from experiments.distributed import Group
+from experiments.jobs import job_setup, progress_bar
 from experiments.loggers import JsonlOnly
 from experiments.provenance import gen_nll_se, provenance
 from experiments.reference import reference_row

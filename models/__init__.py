@@ -1,7 +1,8 @@
 """Models: the exact HMM oracle, the DDiT denoisers (SEDD / MDLM), the AR adapter over
 transformers causal LMs, and their loaders."""
 
-from models.ar import HFCausalLM, load_ar
+from models.ar import HFCausalLM
+from models.ar_loading import load_ar
 from models.ddit import DDiT, DDiTConfig
 from models.denoisers import MDLMDenoiser, SEDDDenoiser
 from models.hmm import HMM

@@ -8,7 +8,8 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
 from decoding.protocols import ARModel
-from models.ar import HFCausalLM, load_ar
+from models.ar import HFCausalLM
+from models.ar_loading import load_ar
 from models.ddit import DDiT, DDiTConfig
 from models.denoisers import MDLMDenoiser
 from models.tokenizer_check import check_shared_tokenizer

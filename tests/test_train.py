@@ -157,7 +157,7 @@ def test_windowed_guide_and_ema_through_the_entry_point(tmp_path, monkeypatch):
     from training.__main__ import main
 
     main()
-    from models.ar import load_ar
+    from models.ar_loading import load_ar
 
     ar = load_ar(out)
     assert ar.context == 2 * (4 - 1) + 1 and ar.max_length == 129

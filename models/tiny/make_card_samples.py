@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT))
 
 from decoding import Coordinator  # noqa: E402
 from decoding.strategies import Ancestral  # noqa: E402
-from models.ar import load_ar  # noqa: E402
+from models.ar_loading import load_ar  # noqa: E402
 from models.loading import load_denoiser  # noqa: E402
 
 TINY = ROOT / "models" / "tiny"
