@@ -11,6 +11,7 @@ import torch
 
 from decoding import Coordinator
 from decoding.guides import APDGuide, SMCGuide, SpeculativeGuide
+from decoding.sampling import normalize_rows
 from decoding.strategies import Ancestral, Blocks, Confidence, LeftToRight, ReMDM
 from models import HMM, HMMAutoregressive, HMMDenoiser
 
@@ -82,6 +83,22 @@ def test_apd_steps_is_a_maximum_and_argmax_rule_runs():
         _, res = run(APDGuide(ar, mixture_weight=0.0, lookahead=1, accept=accept), 2, n=200)
         assert res.steps_used <= 2 and res.nfe["denoiser"] <= 2 * 1
         assert res.trace[0].revealed + res.trace[1].revealed == 200 * TARGET.length
+
+
+@pytest.mark.parametrize("temperature, top_p", [(0.5, 1.0), (1.5, 0.7)])
+def test_apd_draws_the_tempered_product_of_experts(temperature, top_p):
+    n, r, m = 20000, 0.5, TARGET.mask_id
+    prompt = torch.tensor([1, 0, 2, 1, m])  # one generated position: every commit is a draw of π
+    guide = APDGuide(HMMAutoregressive(TARGET), mixture_weight=r, lookahead=2)
+    res = Coordinator(HMMDenoiser(OTHER), LeftToRight(), guide, temperature=temperature,
+                      top_p=top_p).generate(n, 5, 1, prompt=prompt,
+                                            generator=torch.Generator().manual_seed(0))
+    freq = torch.bincount(res.tokens[:, -1], minlength=3).double() / n
+    q = HMMDenoiser(OTHER).log_probs(prompt[None], torch.ones(1))[0, -1].double()
+    p = HMMAutoregressive(TARGET).log_probs(prompt[None].clamp(max=2))[0, -1].double()
+    keep = torch.isfinite(normalize_rows(q[None], temperature, top_p)[0])
+    want = torch.softmax(((r * q + (1 - r) * p) / temperature).masked_fill(~keep, -torch.inf), -1)
+    assert 0.5 * (freq - want).abs().sum() < 0.02, (freq, want)
 
 
 @pytest.mark.parametrize("steps", [1, 2])

@@ -13,10 +13,12 @@ Each round, for every row with accepted prefix p:
 
 R = 1 accepts the whole window (the denoiser's parallel draws, M + 1 tokens a round); R = 0
 commits exactly the AR model's draws (one AR pass per round, exact AR sampling); in between, a
-trade-off. Exact for neither model. ``steps`` of the run is a maximum number of rounds: when a
-row could not finish otherwise, a round commits at least ceil(remaining / rounds left) tokens
-(the draft's, then y), widening the window if needed. Only ``LeftToRight`` is accepted, after
-a prefix prompt.
+trade-off. Exact for neither model. Temperature reaches both experts: q_i carries it (with
+top-p), and the AR conditional is divided by it too, so π is the tempered product of experts and
+R = 0 samples the AR model at that temperature, as the AR model alone does. ``steps`` of the
+run is a maximum number of rounds: when a row could not finish otherwise, a round commits at
+least ceil(remaining / rounds left) tokens (the draft's, then y), widening the window if
+needed. Only ``LeftToRight`` is accepted, after a prefix prompt.
 """
 
 from __future__ import annotations
@@ -102,7 +104,7 @@ class APDGuide(LeftToRightLoop):
         draft = x.clone()
         draft[window] = draft_tok[:, 0]
         lp = scorer.score(draft, int(stop.max()))
-        log_p = torch.log_softmax(gather_rows(lp, scorer.c, rows_at), dim=-1)
+        log_p = torch.log_softmax(gather_rows(lp, scorer.c, rows_at) / marg.temperature, dim=-1)
         pi = self.target(q, log_p)
         y_tok, _ = inverse_cdf(pi, 1, None, normalized=True, uniforms=u[rows_at][:, None])
         y = x.clone()
