@@ -18,6 +18,7 @@ from frontier_targets import (  # noqa: F401  (the targets are part of the repor
     BASELINES,
     _find,
     _sampler,
+    at_data_entropy,
     at_entropy,
     default_target,
     family,
@@ -157,15 +158,12 @@ def matched(rows: list[dict], suite: str) -> list[str]:
     """Markdown lines: each method's gen PPL ± se at the data's entropy, one column per step
     count (interpolated between its temperatures; empty where none bracket it). No lines when
     nothing is bracketed."""
-    rows = [r for r in rows if r["suite"] == suite]
-    data = _find(rows, "data")
-    if data is None or data.get("entropy") is None:
+    found = at_data_entropy([r for r in rows if r["suite"] == suite])
+    if found is None or not found[1]:
         return []
-    at = {k: v for k, pts in sweeps(rows).items() if (v := at_entropy(pts, data["entropy"]))}
-    if not at:
-        return []
+    h, at = found
     steps = sorted({s for _, s in at})
-    lines = [f"gen PPL at the data's entropy ({data['entropy']:.3f}):", "",
+    lines = [f"gen PPL at the data's entropy ({h:.3f}):", "",
              "| method | " + " | ".join(f"{s} step{'s' * (s > 1)}" for s in steps) + " |",
              "|" + "---|" * (len(steps) + 1)]
     for m in dict.fromkeys(name for name, _ in at):

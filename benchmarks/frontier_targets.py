@@ -182,17 +182,25 @@ def sweeps(rows: list[dict]) -> dict[tuple, list[dict]]:
     return groups
 
 
+def at_data_entropy(rows: list[dict]) -> tuple[float, dict[tuple, tuple[float, float]]] | None:
+    """The data row's entropy and, for each (method, steps) sweep that brackets it, the gen PPL
+    and its standard error there (``at_entropy``). None without a data row."""
+    data = _find(rows, "data")
+    if data is None or data.get("entropy") is None:
+        return None
+    h = data["entropy"]
+    return h, {key: v for key, pts in sweeps(rows).items() if (v := at_entropy(pts, h))}
+
+
 def matched_target(rows: list[dict]) -> dict:
     """The two-model claim with every method taken at the held-out data's entropy."""
     text = (f"default pair at the data's entropy: a guided sampler at <= {PAIR_STEPS} steps has "
             f"gen PPL >= {PAIR_GAIN:.0%} below the AR guide alone and none/ancestral at 128 steps,"
             " each interpolated over temperatures to the held-out data's entropy")
     rows = [r for r in rows if r["suite"] == "default"]
-    data, groups = _find(rows, "data"), sweeps(rows)
-    if data is None:
+    if (found := at_data_entropy(rows)) is None:
         return {"target": text, "measured": "not measured (needs the data row)", "status": "N/A"}
-    h = data["entropy"]
-    at = {key: v for key, pts in groups.items() if (v := at_entropy(pts, h)) is not None}
+    (h, at), groups = found, sweeps(rows)
     singles = {"ar/alone": next((v for (n, _), v in at.items() if n == "ar/alone"), None),
                "none/ancestral": at.get(("none/ancestral", 128))}
     guided = [(v, key) for key, v in at.items()
