@@ -2,7 +2,7 @@
 
 Packages are found under the top-level names below, so a new subpackage ships without an edit
 here (a new top-level package needs its name added). ``conf/`` stays at the repository's top
-level and ships inside the wheel as ``experiments/conf``, where ``experiments.commands`` looks for
+level and ships inside the wheel as ``experiments/conf``, where ``experiments.paths`` looks for
 it when the project is installed; the embedded models ship as ``models/tiny``.
 """
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from experiments.commands import CONF_DIR
+from experiments.paths import CONF_DIR
 
 # (guide option, K = guide.num_candidates or None, strategy option, largest step count in the
 # default suite; None: every step count)

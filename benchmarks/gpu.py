@@ -29,9 +29,9 @@ from copula import CopulaGuide  # noqa: E402
 from decoding import Coordinator  # noqa: E402
 from decoding.strategies import Ancestral, LeftToRight  # noqa: E402
 from edlm import EnergyGuide  # noqa: E402
-from models.ar import HFCausalLM  # noqa: E402
-from models.ddit import DDiT, DDiTConfig  # noqa: E402
-from models.denoisers import SEDDDenoiser  # noqa: E402
+from models.ar.adapter import HFCausalLM  # noqa: E402
+from models.ddit.backbone import DDiT, DDiTConfig  # noqa: E402
+from models.ddit.heads import SEDDDenoiser  # noqa: E402
 
 FULL = dict(batch=32, length=1024, hidden=768, blocks=12, heads=12, ar_layers=12, ar_hidden=768,
             steps=64, dcd_steps=32, edlm_steps=8)

@@ -50,8 +50,8 @@ def _status_rss() -> int:
 
 
 def denoiser(a):
-    from models.ddit import DDiT, DDiTConfig
-    from models.denoisers import MDLMDenoiser
+    from models.ddit.backbone import DDiT, DDiTConfig
+    from models.ddit.heads import MDLMDenoiser
 
     cfg = DDiTConfig(vocab_size=V + 1, hidden_size=a.hidden, cond_dim=32, n_blocks=2,
                      n_heads=max(1, a.hidden // 64), max_length=a.length)
@@ -66,7 +66,7 @@ def denoiser(a):
 def ar_model(a):
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from models.ar import HFCausalLM
+    from models.ar.adapter import HFCausalLM
 
     torch.manual_seed(0)
     cfg = GPT2Config(n_layer=2, n_embd=a.hidden, n_head=max(1, a.hidden // 64), vocab_size=V,

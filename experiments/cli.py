@@ -2,7 +2,7 @@
 
 Before Hydra parses the command line (``run_cli``):
 
-* ``experiments.commands.check_launchers``: a launcher plugin the config needs is installed.
+* ``experiments.launchers.check_launchers``: a launcher plugin the config needs is installed.
 * ``check_overrides``: a key that no config or constructor has (``strategy.mdoe=exact``,
   with or without ``+``) is answered in one line with the closest valid key and the accepted
   keys, exit status 2 (Hydra alone suggests ``+strategy.mdoe=exact``, the wrong fix). Set
@@ -23,8 +23,9 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from experiments.commands import CONF_DIR, check_launchers
 from experiments.config import ConfigError, RunConfig, _signature
+from experiments.launchers import check_launchers
+from experiments.paths import CONF_DIR
 
 CONF = Path(CONF_DIR)
 

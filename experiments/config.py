@@ -27,8 +27,8 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from experiments.genppl import CONVENTIONS
 from experiments.mauve_score import FEATURES, INSTALL
+from experiments.paths import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 SPECIAL_KEYS = {"_target_", "_partial_", "_args_", "_recursive_", "_convert_"}
 # Model weights' precision (null: as loaded, float32); sampling stays float64 whatever it is.
 DTYPES = (None, "float32", "bfloat16", "float16")

@@ -24,10 +24,10 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from experiments.cli import run_cli
-from experiments.commands import CONF_DIR
 from experiments.config import ConfigError, build
 from experiments.genppl import get_convention
 from experiments.metrics import Evaluator
+from experiments.paths import CONF_DIR
 from experiments.store import RunStore, atomic_write
 
 log = logging.getLogger(__name__)

@@ -26,11 +26,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from experiments import baselines
 from experiments.cli import run_cli
-from experiments.commands import CONF_DIR
 from experiments.config import identity
 from experiments.distributed import Group
 from experiments.jobs import job_setup, progress_bar
 from experiments.loggers import JsonlOnly
+from experiments.paths import CONF_DIR
 from experiments.provenance import gen_nll_se, provenance
 from experiments.reference import reference_row
 from experiments.session import Session

@@ -1,14 +1,15 @@
-"""Models: the exact HMM oracle, the DDiT denoisers (SEDD / MDLM), the AR adapter over
-transformers causal LMs, and their loaders."""
+"""Models: the denoiser families and their loaders (``models.families``, dispatched by
+``models.registry``), the DDiT backbone (``models.ddit``), the AR adapter over transformers
+causal LMs (``models.ar``), the exact HMM oracle (``models.oracle``) and the tokenizer check."""
 
-from models.ar import HFCausalLM
-from models.ar_loading import load_ar
-from models.ddit import DDiT, DDiTConfig
-from models.denoisers import MDLMDenoiser, SEDDDenoiser
-from models.hmm import HMM
-from models.hmm_models import HMMAutoregressive, HMMDenoiser
-from models.loading import load_denoiser
-from models.saving import save_denoiser
+from models.ar.adapter import HFCausalLM
+from models.ar.loading import load_ar
+from models.ddit.backbone import DDiT, DDiTConfig
+from models.ddit.heads import MDLMDenoiser, SEDDDenoiser
+from models.ddit.saving import save_denoiser
+from models.families import load_denoiser
+from models.oracle.adapters import HMMAutoregressive, HMMDenoiser
+from models.oracle.hmm import HMM
 from models.tokenizer_check import check_shared_tokenizer
 
 __all__ = [

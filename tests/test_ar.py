@@ -8,10 +8,10 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
 from decoding.protocols import ARModel
-from models.ar import HFCausalLM
-from models.ar_loading import load_ar
-from models.ddit import DDiT, DDiTConfig
-from models.denoisers import MDLMDenoiser
+from models.ar.adapter import HFCausalLM
+from models.ar.loading import load_ar
+from models.ddit.backbone import DDiT, DDiTConfig
+from models.ddit.heads import MDLMDenoiser
 from models.tokenizer_check import check_shared_tokenizer
 
 WORDS = ["<eos>", "the", "cat", "sat", "on", "a", "mat", "dog", "ran", "far"]
@@ -236,7 +236,7 @@ def test_windowed_cache_matches_batch_after_crop_and_reorder(gen, cache, window,
 
 
 def test_token_log_probs_gathers_log_probs(ar, gen, monkeypatch):
-    import models.ar as ar_module
+    import models.ar.adapter as ar_module
 
     x = seqs(gen, b=5, length=11)
     full = ar.log_probs(x).gather(-1, x[..., None]).squeeze(-1)

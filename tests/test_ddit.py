@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from decoding.protocols import Denoiser
-from models.ddit import DDiT, DDiTConfig
-from models.denoisers import MDLMDenoiser, SEDDDenoiser, loglinear_sigma
+from models.ddit.backbone import DDiT, DDiTConfig
+from models.ddit.heads import MDLMDenoiser, SEDDDenoiser, loglinear_sigma
 
 V = 12  # real tokens; mask id 12, 13 output rows
 

@@ -17,9 +17,9 @@ from copula import CopulaGuide, CopulaISGuide
 from decoding import Coordinator
 from decoding.strategies import Ancestral, LeftToRight
 from edlm import EnergyGuide
-from models.ar import HFCausalLM
-from models.ddit import DDiT, DDiTConfig
-from models.denoisers import MDLMDenoiser
+from models.ar.adapter import HFCausalLM
+from models.ddit.backbone import DDiT, DDiTConfig
+from models.ddit.heads import MDLMDenoiser
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 V, CTX = 10, 12

@@ -11,7 +11,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 from experiments.config import ConfigError, validate
 from experiments.genppl import chunk_windows, target_log_probs, windows
 from experiments.metrics import Evaluator, judge_nll
-from models.ar import HFCausalLM
+from models.ar.adapter import HFCausalLM
 
 A, B, C, D, EOS, BOS = 0, 1, 2, 3, 4, 5
 

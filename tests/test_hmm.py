@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from decoding.protocols import ARModel, Denoiser
-from models.hmm import HMM, encode
-from models.hmm_models import HMMAutoregressive, HMMDenoiser
+from models.oracle.adapters import HMMAutoregressive, HMMDenoiser
+from models.oracle.hmm import HMM, encode
 
 V, H, L = 3, 3, 4
 torch.set_num_threads(1)

@@ -8,11 +8,12 @@ from safetensors.torch import load_file, save_file
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
-from models import loading
-from models.ddit import DDiT, DDiTConfig
-from models.denoisers import MDLMDenoiser, SEDDDenoiser
-from models.loading import CheckpointError, detect_format, load_denoiser
-from models.saving import save_denoiser
+from models.ddit import formats as loading
+from models.ddit.backbone import DDiT, DDiTConfig
+from models.ddit.heads import MDLMDenoiser, SEDDDenoiser
+from models.ddit.saving import save_denoiser
+from models.families import detect, load_denoiser
+from models.hub import CheckpointError
 
 V = 12
 TINY = dict(hidden_size=32, cond_dim=16, n_blocks=2, n_heads=4, max_length=16)
@@ -107,7 +108,7 @@ def sample_inputs(gen):
 def test_sedd_format_loads_identically(gen, tmp_path):
     model = random_backbone(gen)
     folder = write_sedd(tmp_path / "sedd", model)
-    assert detect_format(folder) == "sedd"
+    assert detect(folder).name == "sedd"
     den = load_denoiser(folder, tokenizer=None)
     assert isinstance(den, SEDDDenoiser) and den.mask_id == V and den.max_length == 16
     x, t = sample_inputs(gen)
@@ -120,7 +121,7 @@ def test_sedd_format_loads_identically(gen, tmp_path):
 def test_mdlm_format_loads_identically_without_inv_freq(gen, tmp_path):
     model = random_backbone(gen)
     folder = write_mdlm(tmp_path / "mdlm", model, drop=("rotary_emb.inv_freq",))
-    assert detect_format(folder) == "mdlm"
+    assert detect(folder).name == "mdlm"
     den = load_denoiser(folder, tokenizer=None)
     assert isinstance(den, MDLMDenoiser) and den.time_conditioned is False
     x, t = sample_inputs(gen)
@@ -198,7 +199,7 @@ def test_format_detection_and_hub_errors(tmp_path):
     (folder / "config.json").write_text("{}")
     (folder / "weights.pt").write_bytes(b"")
     with pytest.raises(ValueError, match="weights.pt"):
-        detect_format(folder)
+        detect(folder)
     with pytest.raises(FileNotFoundError):
         load_denoiser(tmp_path / "does-not-exist")
     with pytest.raises(OSError, match="HF_HUB_OFFLINE"):
@@ -265,8 +266,8 @@ def test_public_inventory_on_meta(tmp_path, name, cfg, kind, hidden, blocks):
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps(cfg))
     (folder / ("pytorch_model.bin" if kind == "sedd" else "model.safetensors")).write_bytes(b"")
-    assert detect_format(folder) == kind
-    ddit, _ = loading._read_config(kind, cfg)
+    assert detect(folder).name == kind
+    ddit, _ = loading.read_ddit_config(kind, cfg)
     assert (ddit.vocab_size, ddit.max_length) == (50258, 1024)
     shapes = loading.expected_shapes(ddit)
     assert shapes == public_inventory(50258, hidden, blocks)

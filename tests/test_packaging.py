@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from experiments import commands as cli
+from experiments import launchers, paths
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
@@ -26,7 +26,7 @@ def _setup_value(name: str):
 
 
 def test_checkout_uses_the_repository_conf():
-    assert Path(cli.CONF_DIR) == ROOT / "conf"
+    assert Path(paths.CONF_DIR) == ROOT / "conf"
 
 
 def test_every_top_level_package_ships():
@@ -73,17 +73,19 @@ def test_missing_launcher_plugin_says_what_to_install(tmp_path, monkeypatch):
     (conf / "hydra" / "launcher").mkdir(parents=True)
     (conf / "hydra" / "launcher" / "far.yaml").write_text("defaults:\n  - faraway\n")
     (conf / "run.yaml").write_text("defaults:\n  - _self_\nsteps: 1\n")
-    monkeypatch.setattr(cli, "CONF_DIR", str(conf))
-    monkeypatch.setattr(cli, "LAUNCHERS", {"faraway": ("hydra_plugins.faraway", "far-launcher")})
-    cli.check_launchers("run", ["steps=2"])  # the default launcher needs nothing
+    monkeypatch.setattr(launchers, "CONF_DIR", str(conf))
+    far = {"faraway": ("hydra_plugins.faraway", "far-launcher")}
+    monkeypatch.setattr(launchers, "LAUNCHERS", far)
+    launchers.check_launchers("run", ["steps=2"])  # the default launcher needs nothing
     with pytest.raises(SystemExit, match=r"needs far-launcher: pip install \"duet-dlm\[launchers"):
-        cli.check_launchers("run", ["-m", "hydra/launcher=far", "steps=1,2"])
+        launchers.check_launchers("run", ["-m", "hydra/launcher=far", "steps=1,2"])
     mine = tmp_path / "mine" / "experiment"  # a preset of one's own that picks it
     mine.mkdir(parents=True)
     (mine / "far.yaml").write_text("# @package _global_\ndefaults:\n"
                                    "  - override /hydra/launcher: far\n")
     with pytest.raises(SystemExit, match="needs far-launcher"):
-        cli.check_launchers("run", ["-m", "--config-dir", str(mine.parent), "+experiment=far"])
+        launchers.check_launchers("run", ["-m", "--config-dir", str(mine.parent),
+                                          "+experiment=far"])
 
 
 def test_missing_wandb_says_what_to_install(monkeypatch):

@@ -26,8 +26,8 @@ from decoding import Coordinator
 from decoding.schedules import Cosine, Linear, LogLinear
 from experiments.config import build
 from models import HMM, HMMAutoregressive, HMMDenoiser, load_ar, load_denoiser
-from models.ddit import DDiT, DDiTConfig
-from models.denoisers import SEDDDenoiser
+from models.ddit.backbone import DDiT, DDiTConfig
+from models.ddit.heads import SEDDDenoiser
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF = ROOT / "conf"

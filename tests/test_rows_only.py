@@ -19,7 +19,7 @@ from decoding.strategies import (
     ReMDM,
 )
 from edlm import EnergyGuide
-from models.ar import HFCausalLM
+from models.ar.adapter import HFCausalLM
 
 STRATEGIES = {
     "ancestral": lambda: Ancestral(),
@@ -89,7 +89,7 @@ def test_rows_only_gives_identical_tokens(models, strategy, guide):
 
 
 def test_sedd_mass_with_rows_matches_the_full_call(gen):
-    from models.denoisers import SEDDDenoiser
+    from models.ddit.heads import SEDDDenoiser
 
     den = SEDDDenoiser(random_denoiser().backbone)
     x = torch.randint(0, den.vocab_size, (3, 12), generator=gen)

@@ -11,8 +11,8 @@ import torch
 from decoding import Coordinator
 from decoding.schedules import Cosine, Linear, LogLinear, Schedule, denoiser_time
 from decoding.strategies import Ancestral
-from models.ddit import DDiT, DDiTConfig
-from models.denoisers import MDLMDenoiser, SEDDDenoiser
+from models.ddit.backbone import DDiT, DDiTConfig
+from models.ddit.heads import MDLMDenoiser, SEDDDenoiser
 
 SCHEDULES = {"loglinear": LogLinear(), "linear": Linear(), "cosine": Cosine()}
 

@@ -22,8 +22,8 @@ from decoding.schedules import Cosine, LogLinear
 from decoding.strategies import Analytic, Euler
 from decoding.types import StepInfo
 from models import HMM, HMMDenoiser
-from models.ddit import DDiT, DDiTConfig
-from models.denoisers import MDLMDenoiser, SEDDDenoiser
+from models.ddit.backbone import DDiT, DDiTConfig
+from models.ddit.heads import MDLMDenoiser, SEDDDenoiser
 
 V, L, T, N = 3, 3, 2, 20000
 

@@ -7,7 +7,7 @@ from test_ar import V, seqs, tiny_denoiser, tiny_gpt2, word_tokenizer
 from copula import CopulaGuide, CopulaISGuide
 from decoding import Coordinator
 from decoding.strategies import Ancestral, LeftToRight
-from models.ar import HFCausalLM
+from models.ar.adapter import HFCausalLM
 
 
 def pair():

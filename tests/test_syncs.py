@@ -19,7 +19,7 @@ from decoding import Coordinator
 from decoding.guides import Independent
 from decoding.strategies import Ancestral, Confidence, LeftToRight
 from edlm import EnergyGuide
-from models.ar import HFCausalLM
+from models.ar.adapter import HFCausalLM
 
 # Reads the engine needs, per step: whether anything is masked (an empty step draws and
 # costs nothing), whether the strategy revealed anything (else no forward), and the number of

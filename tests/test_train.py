@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from models.ddit import DDiT, DDiTConfig
+from models.ddit.backbone import DDiT, DDiTConfig
 from training.losses import ar_loss, mdlm_loss, sample_times
 from training.shakespeare import (
     VALIDATION_WORKS,
@@ -132,7 +132,7 @@ def test_entry_point_writes_loadable_checkpoint(tmp_path, monkeypatch):
 
     main()
     assert (out / "model.safetensors").is_file() and (out / "train_log.json").is_file()
-    from models.loading import load_denoiser
+    from models.families import load_denoiser
 
     denoiser = load_denoiser(out)
     assert denoiser.vocab_size == denoiser.mask_id == len(denoiser.tokenizer) - 1
@@ -157,7 +157,7 @@ def test_windowed_guide_and_ema_through_the_entry_point(tmp_path, monkeypatch):
     from training.__main__ import main
 
     main()
-    from models.ar_loading import load_ar
+    from models.ar.loading import load_ar
 
     ar = load_ar(out)
     assert ar.context == 2 * (4 - 1) + 1 and ar.max_length == 129

@@ -1,5 +1,5 @@
 """Training of the tiny default models: the Shakespeare corpus and its split, the BPE
 tokenizer, the MDLM and AR losses, the recipes and the training loop.
 
-    python -m training model=ar_tiny         # or: python -m experiments.train model=ar_tiny
+    python -m experiments.train model=ar_tiny   # the entry point; this package imports none
 """

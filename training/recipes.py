@@ -119,7 +119,7 @@ class DenoiserRecipe:
         self.eps, self.eval_repeats = eps, eval_repeats
 
     def build(self, info: VocabInfo, seq_len: int) -> nn.Module:
-        from models.ddit import DDiT, DDiTConfig
+        from models.ddit.backbone import DDiT, DDiTConfig
 
         # vocab_size counts the mask row: the engine wants the mask id outside 0..V-1.
         return DDiT(DDiTConfig(vocab_size=info.vocab_size + 1, max_length=seq_len, **self.dims))
@@ -148,13 +148,13 @@ class DenoiserRecipe:
         return out
 
     def load_weights(self, model: nn.Module, folder: Path) -> None:
-        from models.loading import load_denoiser
+        from models.families import load_denoiser
 
         model.load_state_dict(load_denoiser(folder).backbone.state_dict(), strict=True)
 
     def save(self, model: nn.Module, folder: Path, tokenizer, dtype: torch.dtype) -> None:
-        from models.denoisers import MDLMDenoiser
-        from models.saving import save_denoiser
+        from models.ddit.heads import MDLMDenoiser
+        from models.ddit.saving import save_denoiser
 
         denoiser = MDLMDenoiser(model.float(), time_conditioning=self.time_conditioning,
                                 eps=self.eps, tokenizer=tokenizer)

@@ -20,8 +20,8 @@ sys.path.insert(0, str(ROOT))
 
 from decoding import Coordinator  # noqa: E402
 from decoding.strategies import Ancestral  # noqa: E402
-from models.ar_loading import load_ar  # noqa: E402
-from models.loading import load_denoiser  # noqa: E402
+from models.ar.loading import load_ar  # noqa: E402
+from models.families import load_denoiser  # noqa: E402
 
 TINY = ROOT / "models" / "tiny"
 

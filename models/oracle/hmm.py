@@ -17,7 +17,7 @@ import math
 import torch
 from torch import Tensor
 
-from models.hmm_enumeration import MAX_ENUMERATION, Enumeration, _categorical, encode
+from models.oracle.enumeration import MAX_ENUMERATION, Enumeration, _categorical, encode
 
 __all__ = ["HMM", "MAX_ENUMERATION", "encode"]
 

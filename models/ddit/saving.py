@@ -1,4 +1,4 @@
-"""Saving DDiT denoisers in Duet's own format (``duet-ddit``), which ``models.loading`` reads."""
+"""Saving DDiT denoisers in Duet's own format (``duet-ddit``; read by ``models.ddit.formats``)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from .ddit import DDiT
-from .denoisers import MDLMDenoiser, SEDDDenoiser
-from .loading import _OPTIONAL_KEYS, FORMAT_TAG, FORMAT_VERSION, parse_dtype
+from ..hub import parse_dtype
+from .backbone import DDiT
+from .formats import _OPTIONAL_KEYS, FORMAT_TAG, FORMAT_VERSION
+from .heads import MDLMDenoiser, SEDDDenoiser
 
 __all__ = ["save_denoiser"]
 

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from decoding.checks import device_check
 from decoding.schedules import EPS, LogLinear, Schedule, loglinear_sigma
 
-from .ddit import DDiT
+from .backbone import DDiT
 from .output_head import head_log_probs
 
 __all__ = ["MDLMDenoiser", "SEDDDenoiser", "loglinear_sigma"]
@@ -124,7 +124,7 @@ class _DDiTDenoiser(nn.Module):
         Returns:
             float32 normalised over the V real tokens: (B, L, V), or (n, V) for the n True
             entries of ``rows`` in row-major order. The output head runs in chunks and only
-            on the rows returned (``models.output_head``).
+            on the rows returned (``models.ddit.output_head``).
         """
         x, t = self._check(x, t)
         if rows is not None and (rows.dtype != torch.bool or rows.shape != x.shape):

@@ -1,8 +1,8 @@
-"""An ARModel adapter over transformers causal LMs (loaded by ``models.ar_loading.load_ar``).
+"""An ARModel adapter over transformers causal LMs (loaded by ``models.ar.loading.load_ar``).
 
 ``HFCausalLM`` satisfies ``decoding.protocols.ARModel``: batch scoring with the model's own BOS
 prepended, and an incremental API over a transformers KV cache (dynamic by default, or static:
-see ``models.kv_cache``) whose first entry is always that BOS (so ``crop(cache, 0)`` returns to
+see ``models.ar.kv_cache``) whose first entry is always that BOS (so ``crop(cache, 0)`` returns to
 the state right after ``start``).
 """
 
@@ -17,8 +17,8 @@ from torch import Tensor, nn
 
 from decoding.checks import device_check
 
+from ..tokenizer_check import real_tokens
 from .kv_cache import check_kind, compiled_step, new_cache
-from .tokenizer_check import real_tokens
 
 __all__ = ["ARCache", "HFCausalLM"]
 

@@ -17,7 +17,7 @@ and shapes follow the public checkpoints exactly (``louaaron/sedd-small``, ``sed
     output_layer.adaLN_modulation.*           (2H, C)    shift, scale
     output_layer.linear.{weight,bias}         (V+1, H)
 
-The backbone returns raw logits; the SEDD/MDLM output heads live in ``models.denoisers``.
+The backbone returns raw logits; the SEDD/MDLM output heads live in ``models.ddit.heads``.
 """
 
 from __future__ import annotations
@@ -244,7 +244,7 @@ class DDiT(nn.Module):
         """(B, L, H) features before the output projection ``output_layer.linear``.
 
         Callers that need only some rows, or the logits in chunks, apply the projection
-        themselves (``models.denoisers``): the (B, L, vocab_size) logits are the largest
+        themselves (``models.ddit.heads``): the (B, L, vocab_size) logits are the largest
         tensor of a forward.
         """
         h, c = self.trunk(x, sigma, causal)

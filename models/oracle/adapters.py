@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from decoding.schedules import LogLinear
-from models.hmm import HMM
+from models.oracle.hmm import HMM
 
 
 class HMMDenoiser(torch.nn.Module):

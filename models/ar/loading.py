@@ -6,7 +6,7 @@ import os
 import warnings
 from typing import Any
 
-from .ar import HFCausalLM
+from .adapter import HFCausalLM
 from .kv_cache import check_kind
 
 __all__ = ["load_ar"]
@@ -29,7 +29,7 @@ def load_ar(
     check_kind(cache, compile_step)
     from transformers import AutoModelForCausalLM
 
-    from .loading import load_tokenizer, parse_dtype
+    from ..hub import load_tokenizer, parse_dtype
 
     dtype = parse_dtype(dtype)
     try:

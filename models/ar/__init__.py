@@ -1,0 +1,1 @@
+"""The AR adapter over transformers causal LMs, its loader and its KV caches."""

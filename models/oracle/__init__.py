@@ -1,0 +1,1 @@
+"""The exact HMM language: its joint, AR conditionals and masked marginals by enumeration."""
