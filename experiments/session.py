@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from decoding import Coordinator
 from experiments.config import ConfigError, build, check_keys, validate
 from experiments.metrics import Evaluator
-from models import check_shared_tokenizer
+from models.pairing import pair_models
 
 GROUPS = ("denoiser", "ar", "judge", "strategy", "guide", "schedule", "data", "corpus", "oracle",
           "logger")
@@ -134,21 +134,23 @@ class Session:
     def ar(self):
         model = self.build("ar", hmm=lambda: self.oracle)
         if model is not None:
-            self._check_pair(model)
+            model = self._pair(model)
         return model
 
-    def _check_pair(self, ar) -> None:
-        """The AR model must speak the denoiser's token ids: mask id, vocabulary size, and the
-        same ids on probe strings (``models.check_shared_tokenizer``)."""
+    def _pair(self, ar):
+        """Check that the AR model speaks the denoiser's token ids and put both on the ids they
+        share (``models.pairing.pair_models``); the session's denoiser becomes the paired one."""
         untokenized = all(getattr(m, "tokenizer", None) is None for m in (self.denoiser, ar))
         try:
             with warnings.catch_warnings():
                 if untokenized:  # the HMM oracle: no text to probe, only ids and sizes
                     warnings.simplefilter("ignore")
-                check_shared_tokenizer(self.denoiser, ar)
+                denoiser, ar = pair_models(self.denoiser, ar)
         except ValueError as err:
             raise ConfigError(f"ar={self.name_of('ar')} with denoiser="
                               f"{self.name_of('denoiser')}: {err}") from err
+        self.__dict__["denoiser"] = denoiser
+        return ar
 
     @cached_property
     def schedule(self):
@@ -174,7 +176,8 @@ class Session:
     @cached_property
     def coordinator(self) -> Coordinator:
         self.check_steps()
-        parts = (self.denoiser, self.strategy, self.guide, self.schedule)
+        guide = self.guide  # first: pairing with its AR model may restrict the denoiser's ids
+        parts = (self.denoiser, self.strategy, guide, self.schedule)
         try:
             return Coordinator(*parts, temperature=self.cfg.temperature, top_p=self.cfg.top_p)
         except ValueError as err:

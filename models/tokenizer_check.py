@@ -1,7 +1,8 @@
 """The check that a denoiser and an AR model speak the same token ids.
 
-``decoding.protocols.check_vocabularies`` compares sizes only; this compares the tokenizers on
-probe strings, which is what catches two vocabularies of equal size with different ids.
+``decoding.protocols.check_vocabularies`` compares the engine's sizes only; this compares the
+tokenizers themselves, id by id and on probe strings, which is what catches two vocabularies of
+equal size with different ids, and lets two of different sizes pair on what they share.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-__all__ = ["DEFAULT_PROBES", "check_shared_tokenizer"]
+__all__ = ["DEFAULT_PROBES", "check_shared_tokenizer", "first_differing_id", "raw_tokenizer"]
 
 DEFAULT_PROBES = (
     "Hello, world!",
@@ -28,35 +29,42 @@ def real_tokens(tokenizer: Any, default: int) -> int:
     return n - 1 if getattr(tokenizer, "mask_token_id", None) == n - 1 else n
 
 
+def raw_tokenizer(model: Any) -> Any:
+    """The model's transformers tokenizer in its own ids (unwrapping ``models.vocab``'s view)."""
+    tok = getattr(model, "tokenizer", None)
+    return getattr(tok, "tokenizer", tok) if type(tok).__name__ == "EngineTokenizer" else tok
+
+
 def _encode(tokenizer: Any, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def first_differing_id(a: Any, b: Any) -> tuple[int, str, str] | None:
+    """The first id that both tokenizers define with different tokens, or None."""
+    n = min(len(a), len(b))
+    ta, tb = a.convert_ids_to_tokens(list(range(n))), b.convert_ids_to_tokens(list(range(n)))
+    for i, (x, y) in enumerate(zip(ta, tb)):
+        if x != y:
+            return i, x, y
+    return None
 
 
 def check_shared_tokenizer(denoiser: Any, ar: Any, probes: Any = None) -> None:
     """Fail loudly unless the denoiser and the AR model speak the same token ids.
 
-    Checks, in order: the denoiser's mask id lies outside the AR vocabulary; equal vocabulary
-    sizes; when both carry tokenizers, identical ids on every probe string and the same EOS.
+    With both tokenizers: every id that both define must be the same token (so embedding
+    sizes may differ: Dream's 152064 rows pair with Qwen2.5's 151936, while Qwen3, whose
+    151665 and 151666 are other tokens, is refused at the first differing id); the probe
+    strings must encode to the same ids; EOS must be the same id. ``models.pairing`` then puts
+    both models on their common real ids. Without a tokenizer on either side only the engine's
+    sizes can be compared: equal vocabularies, and the mask id outside the AR's.
 
     Raises:
         ValueError: saying what differs.
     """
-    mask_id, v_dlm, v_ar = int(denoiser.mask_id), int(denoiser.vocab_size), int(ar.vocab_size)
-    ar_tok = getattr(ar, "tokenizer", None)
-    dlm_tok = getattr(denoiser, "tokenizer", None)
-    if 0 <= mask_id < v_ar:
-        raise ValueError(
-            f"the denoiser's mask id {mask_id} lies inside the AR vocabulary [0, {v_ar}): the AR "
-            "model would treat MASK as a real token"
-        )
-    if ar_tok is not None and mask_id < real_tokens(ar_tok, len(ar_tok)):
-        raise ValueError(
-            f"the denoiser's mask id {mask_id} is a real token of the AR tokenizer "
-            f"({len(ar_tok)} tokens)"
-        )
-    if v_dlm != v_ar:
-        raise ValueError(f"vocabulary sizes differ: denoiser {v_dlm} tokens, AR model {v_ar}")
+    dlm_tok, ar_tok = raw_tokenizer(denoiser), raw_tokenizer(ar)
     if dlm_tok is None or ar_tok is None:
+        _check_sizes(denoiser, ar)
         missing = "denoiser" if dlm_tok is None else "AR model"
         warnings.warn(
             f"the {missing} has no tokenizer: token ids on probe strings were not "
@@ -65,6 +73,10 @@ def check_shared_tokenizer(denoiser: Any, ar: Any, probes: Any = None) -> None:
         )
         return
     diffs = []
+    first = first_differing_id(dlm_tok, ar_tok)
+    if first is not None:
+        i, x, y = first
+        diffs.append(f"id {i} is {x!r} for the denoiser but {y!r} for the AR model")
     for text in DEFAULT_PROBES if probes is None else probes:
         a, b = _encode(dlm_tok, text), _encode(ar_tok, text)
         if a != b:
@@ -74,3 +86,14 @@ def check_shared_tokenizer(denoiser: Any, ar: Any, probes: Any = None) -> None:
         diffs.append(f"EOS id: denoiser {eos_a} vs AR {eos_b}")
     if diffs:
         raise ValueError("the denoiser and AR tokenizers disagree: " + "; ".join(diffs))
+
+
+def _check_sizes(denoiser: Any, ar: Any) -> None:
+    mask_id, v_dlm, v_ar = int(denoiser.mask_id), int(denoiser.vocab_size), int(ar.vocab_size)
+    if 0 <= mask_id < v_ar:
+        raise ValueError(
+            f"the denoiser's mask id {mask_id} lies inside the AR vocabulary [0, {v_ar}): the AR "
+            "model would treat MASK as a real token"
+        )
+    if v_dlm != v_ar:
+        raise ValueError(f"vocabulary sizes differ: denoiser {v_dlm} tokens, AR model {v_ar}")

@@ -56,7 +56,7 @@ class TokenSpace:
     @classmethod
     def from_tokenizer(cls, tokenizer: Any, mask_token: int, rows: int,
                        exclude: tuple[int, ...] = ()) -> TokenSpace:
-        """Every id the tokenizer defines, but the mask and ``exclude``; rows past it are padding."""
+        """Every id the tokenizer defines but the mask and ``exclude``; later rows are padding."""
         n = min(len(tokenizer), rows)
         keep = torch.ones(n, dtype=torch.bool)
         for i in (mask_token, *exclude):
