@@ -71,6 +71,9 @@ def generate_batch(s: Session, num_steps: int, batch: int, start: int, size: int
     rows = [{"num_steps": num_steps, "batch": batch, "index": start + i, "tokens": ids,
              "text": None if tok is None else tok.decode(ids)}
             for i, ids in enumerate(res.tokens.tolist())]
+    if hasattr(s.task, "completion"):  # chat prompts: the completion, and the prompt's text
+        for row in rows:
+            row.update(s.task.completion(row["tokens"], s.prompts[row["index"]], s.mask_id))
     return {"cost": cost, "rows": rows}
 
 

@@ -187,7 +187,7 @@ class Session:
 
     @cached_property
     def task(self):
-        return self.build("data")
+        return self.build("data", tokenizer=lambda: self.tokenizer)
 
     @cached_property
     def corpus(self):
