@@ -10,7 +10,8 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-__all__ = ["DEFAULT_PROBES", "check_shared_tokenizer", "first_differing_id", "raw_tokenizer"]
+__all__ = ["DEFAULT_PROBES", "check_shared_tokenizer", "first_differing_id", "raw_tokenizer",
+           "tokenizer_differences"]
 
 DEFAULT_PROBES = (
     "Hello, world!",
@@ -72,6 +73,14 @@ def check_shared_tokenizer(denoiser: Any, ar: Any, probes: Any = None) -> None:
             stacklevel=2,
         )
         return
+    diffs = tokenizer_differences(dlm_tok, ar_tok, probes)
+    if diffs:
+        raise ValueError("the denoiser and AR tokenizers disagree: " + "; ".join(diffs))
+
+
+def tokenizer_differences(dlm_tok: Any, ar_tok: Any, probes: Any = None) -> list[str]:
+    """What differs between two tokenizers: the first id both define differently, probe
+    strings encoded differently, the EOS id. Empty when they pair."""
     diffs = []
     first = first_differing_id(dlm_tok, ar_tok)
     if first is not None:
@@ -84,8 +93,7 @@ def check_shared_tokenizer(denoiser: Any, ar: Any, probes: Any = None) -> None:
     eos_a, eos_b = dlm_tok.eos_token_id, ar_tok.eos_token_id
     if eos_a != eos_b:
         diffs.append(f"EOS id: denoiser {eos_a} vs AR {eos_b}")
-    if diffs:
-        raise ValueError("the denoiser and AR tokenizers disagree: " + "; ".join(diffs))
+    return diffs
 
 
 def _check_sizes(denoiser: Any, ar: Any) -> None:

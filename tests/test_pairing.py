@@ -93,3 +93,18 @@ def test_token_space_maps_both_ways():
     assert space.columns(logits)[0].tolist() == [0, 1, 2, 5, 6]
     ident = TokenSpace(range(5), mask_token=5, rows=8)
     assert ident.trivial and ident.columns(logits).data_ptr() == logits.data_ptr()
+
+
+def test_a_session_refuses_a_bad_pair_before_any_weights_load(tmp_path):
+    from experiments.config import ConfigError
+    from experiments.session import Session
+    from tests.test_experiments import compose_run
+
+    with pytest.raises(ConfigError, match="needs an AR model .* but ar=none"):
+        Session(compose_run(["guide=dcd", "ar=none"]))
+    other = tmp_path / "other"  # a guide checkpoint whose tokenizer differs; no weights at all
+    other.mkdir()
+    word_tokenizer().save_pretrained(other)
+    (other / "config.json").write_text("{}")
+    with pytest.raises(ConfigError, match="tokenizers disagree: id 0 is"):
+        Session(compose_run(["guide=dcd", f"ar.name_or_path={other}"]))
