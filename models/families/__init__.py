@@ -12,6 +12,8 @@ from typing import Any
 from ..hub import read_config, resolve_folder
 from ..registry import Family, families
 from . import ddit  # noqa: F401
+from . import dream  # noqa: F401
+from . import llada  # noqa: F401
 
 __all__ = ["detect", "load_denoiser"]
 
