@@ -163,7 +163,7 @@ def load_tokenizer(name_or_path: str | os.PathLike, warn: bool = True) -> Any:
             # Recent transformers build an empty tokenizer (one token) from a model folder
             # that holds none: that must read as "no tokenizer", not as a 1-token vocabulary.
             raise FileNotFoundError(f"no tokenizer file in {folder}")
-        return AutoTokenizer.from_pretrained(str(name_or_path))
+        return AutoTokenizer.from_pretrained(str(name_or_path), trust_remote_code=False)
     except Exception as err:  # missing files and offline misses surface as several types
         if warn:
             warnings.warn(

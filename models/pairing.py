@@ -60,6 +60,20 @@ class RestrictedDenoiser(nn.Module):
                      "time_conditioned"):
             if hasattr(inner, name):
                 setattr(self, name, getattr(inner, name))
+        if hasattr(inner, "log_probs_with_mass"):  # SEDD's samplers read the score's mass
+            self.log_probs_with_mass = self._with_mass
+
+    def _with_mass(self, x: Tensor, t: Tensor, **rows: Any) -> tuple[Tensor, Tensor]:
+        """The renormalised marginals, and the score's mass over the kept tokens only."""
+        lp, log_mass = self.inner.log_probs_with_mass(self._in.to(x.device)[x], t, **rows)
+        kept = lp.index_select(-1, self.keep.to(lp.device))
+        share = torch.logsumexp(kept, dim=-1)
+        if rows.get("rows") is not None:  # packed marginals; the mass stays (B, L)
+            log_mass = log_mass.clone()
+            log_mass[rows["rows"]] = log_mass[rows["rows"]] + share
+        else:
+            log_mass = log_mass + share
+        return kept - share.unsqueeze(-1), log_mass
 
     def log_probs(self, x: Tensor, t: Tensor, causal: bool = False, **rows: Any) -> Tensor:
         """(B, L) ids of this space -> (B, L, V') (or packed rows), renormalised on ``keep``."""

@@ -26,7 +26,9 @@ class Family:
         claims: ``(config, file_names) -> bool``: is this folder one of ours?
         load: ``(folder, config, **options) -> Denoiser``.
         model_types: the hub ``model_type`` values it reads (for messages and docs).
-        hub_ids: public checkpoints of the family (docs only).
+        hub_ids: public checkpoints of the family (a hub id listed here picks the family).
+        tokenizer: optional ``(folder) -> tokenizer`` reading the family's tokenizer files
+            without its weights (default: transformers' AutoTokenizer, no remote code).
     """
 
     name: str
@@ -34,6 +36,7 @@ class Family:
     load: Callable[..., Any]
     model_types: tuple[str, ...] = ()
     hub_ids: tuple[str, ...] = field(default=())
+    tokenizer: Callable[[Any], Any] | None = None
 
 
 _FAMILIES: dict[str, Family] = {}

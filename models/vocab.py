@@ -167,7 +167,12 @@ class EngineTokenizer:
 
     def apply_chat_template(self, *args: Any, **kwargs: Any) -> Any:
         out = self.tokenizer.apply_chat_template(*args, **kwargs)
-        return out if kwargs.get("tokenize", True) is False else self._map_in(out)
+        if kwargs.get("tokenize", True) is False:
+            return out
+        if hasattr(out, "keys"):  # transformers 5 returns an encoding
+            out["input_ids"] = self._map_in(out["input_ids"])
+            return out
+        return self._map_in(out)
 
 
 def engine_tokenizer(tokenizer: Any, space: TokenSpace | None) -> Any:

@@ -108,3 +108,25 @@ def test_a_session_refuses_a_bad_pair_before_any_weights_load(tmp_path):
     (other / "config.json").write_text("{}")
     with pytest.raises(ConfigError, match="tokenizers disagree: id 0 is"):
         Session(compose_run(["guide=dcd", f"ar.name_or_path={other}"]))
+
+
+def test_a_restricted_sedd_keeps_the_score_mass_of_the_kept_tokens():
+    from models.ddit.backbone import DDiT, DDiTConfig
+    from models.ddit.heads import SEDDDenoiser
+
+    torch.manual_seed(0)
+    cfg = DDiTConfig(vocab_size=V + 2, hidden_size=16, cond_dim=8, n_blocks=1, n_heads=2,
+                     max_length=16)
+    d = SEDDDenoiser(DDiT(cfg), tokenizer=word_tokenizer(WORDS + ["<begin>"]))
+    d2, _ = pair_models(d, HFCausalLM(tiny_gpt2(), tokenizer=word_tokenizer()), probes=PROBES)
+    x = torch.full((1, 5), V, dtype=torch.long)
+    t = torch.full((1,), 0.7)
+    lp, mass = d.log_probs_with_mass(torch.where(x == V, V + 1, x), t)
+    lp2, mass2 = d2.log_probs_with_mass(x, t)
+    share = torch.logsumexp(lp[..., :V], -1)
+    torch.testing.assert_close(mass2, mass + share)
+    torch.testing.assert_close(lp2, torch.log_softmax(lp[..., :V], -1))
+    rows = torch.tensor([[False, True, False, True, False]])
+    lp3, mass3 = d2.log_probs_with_mass(x, t, rows=rows)
+    torch.testing.assert_close(lp3, lp2[rows])
+    torch.testing.assert_close(mass3[rows], mass2[rows])

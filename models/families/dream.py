@@ -168,10 +168,18 @@ def load_dream(folder: Path, cfg: dict, *, device: Any = None, dtype: Any = None
     return den.to(network.model.embed_tokens.weight.device).eval()
 
 
+def dream_tokenizer(folder: Path) -> Any:
+    """Dream's tokenizer files, read natively (its remote DreamTokenizer is Qwen2's BPE)."""
+    from transformers import Qwen2Tokenizer
+
+    return family_tokenizer("auto", folder, bpe_class=Qwen2Tokenizer)
+
+
 register(Family(
     name="dream",
     claims=claims,
     load=load_dream,
     model_types=("Dream",),
     hub_ids=("Dream-org/Dream-v0-Base-7B", "Dream-org/Dream-v0-Instruct-7B"),
+    tokenizer=lambda folder: dream_tokenizer(folder),
 ))

@@ -147,4 +147,5 @@ register(Family(
     load=load_llada,
     model_types=("llada",),
     hub_ids=("GSAI-ML/LLaDA-8B-Base", "GSAI-ML/LLaDA-8B-Instruct", "GSAI-ML/LLaDA-1.5"),
+    tokenizer=lambda folder: family_tokenizer("auto", folder),
 ))
