@@ -12,6 +12,11 @@ Before Hydra parses the command line (``run_cli``):
   argument, and handed to Hydra quoted.
 * Ctrl-C ends the command with a one-line note and status 130, no traceback.
 
+After Hydra composes the config and before it creates the run directory, the run's own checks
+(``steps=[0]``, a length above the one the model's config declares) refuse it the same way, in
+one line with status 2 (``experiments.callbacks.CheckFirst`` raises ``Refused``): a refused
+run leaves no directory behind.
+
 What runs inside each job (log prefixes, progress) is ``experiments.jobs``.
 """
 
@@ -23,6 +28,7 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
+import experiments.help  # noqa: F401  (the duet.help resolver of the --help template)
 from experiments.config import ConfigError, RunConfig, _signature
 from experiments.launchers import check_launchers
 from experiments.paths import CONF_DIR
@@ -32,6 +38,16 @@ CONF = Path(CONF_DIR)
 
 def _one_line(err: Exception) -> str:
     return " ".join(str(err).split())
+
+
+class Refused(SystemExit):
+    """A ``ConfigError`` raised from a Hydra callback, which would turn an ``Exception`` into
+    a warning. ``run_cli`` reports ``error`` as it reports any ConfigError; elsewhere it ends
+    the process with the message (status 1)."""
+
+    def __init__(self, error: ConfigError):
+        super().__init__(f"error: {_one_line(error)}")
+        self.error = error
 
 
 def run_cli(main, config_name: str, argv: list[str] | None = None,
@@ -47,9 +63,10 @@ def run_cli(main, config_name: str, argv: list[str] | None = None,
         check_launchers(config_name, args)
         sys.argv = [sys.argv[0], *args]
         main()
-    except ConfigError as err:
+    except (ConfigError, Refused) as caught:
+        err = caught.error if isinstance(caught, Refused) else caught
         if full:
-            raise
+            raise err from None  # its own traceback: where the check refused it
         print(f"error: {_one_line(err)}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:

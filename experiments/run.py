@@ -3,7 +3,7 @@
     python -m experiments.run                                   # tiny models, one run
     python -m experiments.run -m guide=none,edlm,dcd            # a sweep (see conf/run.yaml)
     python -m experiments.run experiment=hmm_oracle steps=[1,2,4]
-    torchrun --nproc_per_node=2 -m experiments.run ...          # samples sharded over ranks
+    torchrun --standalone --nproc_per_node=2 -m experiments.run ...  # sharded over ranks
 
 For each entry of ``steps`` the run draws ``num_samples`` sequences in batches, batch b with a
 generator seeded by (seed, num_steps, b), appends them to ``samples.jsonl`` as each batch

@@ -168,3 +168,102 @@ def test_configs_of_ones_own_are_left_to_hydra():
     check_overrides(["-cd", "/tmp/mine", "guide=my_guide", "guide.beta=2"])
     with pytest.raises(ConfigError, match="did you mean 'mode'"):
         check_overrides(["--cfg", "job", "strategy.mdoe=exact"])
+
+
+def _help(overrides: list[str]) -> str:
+    """The groups and keys part of ``duet-run [overrides] --help`` (experiments.help)."""
+    from experiments.help import render
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3",
+                               job_name="run"):
+        cfg = compose("run", overrides=overrides, return_hydra_config=True)
+        return render(cfg, resolve=False)
+
+
+def _sections(text: str) -> dict[str, list[str]]:
+    """group -> the indented lines under its ``group: options`` line."""
+    body = text.split("== Configuration groups ==")[1].split("== Other keys ==")[0]
+    out, group = {}, None
+    for line in body.splitlines():
+        if line and not line.startswith(" ") and ": " in line and "=" not in line.split(":")[0]:
+            group = line.split(":")[0]
+            out[group] = []
+        elif line.startswith("  ") and group:
+            out[group].append(line.strip())
+    return out
+
+
+def test_help_shows_each_groups_keys_under_it_and_how_to_see_others():
+    text = _help([])
+    assert "To see another option's keys, name it" in text and "duet-run guide=" in text
+    sections = _sections(text)
+    assert {"denoiser", "ar", "strategy", "guide", "oracle", "experiment"} <= set(sections)
+    (chosen,) = sections["guide"]
+    assert chosen.startswith("guide=none (decoding.guides.independent.Independent): no keys")
+    assert "duet-run guide=" in chosen and chosen.endswith("--help")
+    for group, lines in sections.items():
+        keys = [x for x in lines[1:] if "=" in x]
+        assert all(x.startswith(f"{group}.") for x in keys), (group, keys)
+    assert "oracle.num_states=3" in sections["oracle"]
+    other = text.split("== Other keys ==")[1]
+    assert "num_samples=16" in other and "steps=[2, 4, 8, 16, 32, 64, 128]" in other
+    assert "oracle." not in other and "guide." not in other
+    guide = _sections(_help(["guide=edlm"]))["guide"]
+    assert guide[0] == "guide=edlm (edlm.guide.EnergyGuide):"
+    assert "guide.num_candidates=4" in guide and "guide.window=[0.0, 1.0]" in guide
+    assert not any("num_states" in x for x in guide)
+    assert _sections(_help(["guide=speculative"]))["strategy"][0].startswith(
+        "strategy=left_to_right")
+
+
+def _command_in(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    env.pop("HYDRA_FULL_ERROR", None)
+    return subprocess.run([sys.executable, "-m", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=240)
+
+
+def test_a_refused_run_leaves_no_directory(tmp_path):
+    proc = _command_in(tmp_path, "experiments.run", "steps=[0]")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert line == "error: every entry of steps must be a positive integer, got 0"
+    proc = _command_in(tmp_path, "experiments.evaluate", "run_dir=missing/run", "judge=hmm")
+    assert proc.returncode == 2 and "no samples.jsonl in missing/run" in proc.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_refused_sweep_job_leaves_no_directory(tmp_path):
+    """A sweep's jobs are checked inside each job: a refused one loses the files Hydra wrote
+    for it; a job directory holding the run's own files is kept."""
+    from hydra.core.utils import JobReturn, JobStatus
+    from omegaconf import open_dict
+
+    from experiments.callbacks import CheckFirst
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3",
+                               job_name="run"):
+        cfg = compose("run", overrides=[], return_hydra_config=True)
+
+    def job(name: str, files: dict[str, str]):
+        job_dir = tmp_path / name
+        for rel, text in files.items():
+            (job_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+            (job_dir / rel).write_text(text)
+        with open_dict(cfg):
+            cfg.hydra.runtime.output_dir = str(job_dir)
+        return job_dir
+
+    hydra_files = {".hydra/config.yaml": "a", ".hydra/hydra.yaml": "b",
+                   ".hydra/overrides.yaml": "c", "run.log": ""}
+    refused = JobReturn(status=JobStatus.FAILED, _return_value=ConfigError("steps"))
+    check = CheckFirst("run")
+    for name, files, ret, kept in [
+            ("bare", hydra_files, refused, False),
+            ("stored", {**hydra_files, "config.yaml": "x"}, refused, True),
+            ("logged", {**hydra_files, "run.log": "loading"}, refused, True),
+            ("crashed", hydra_files, JobReturn(status=JobStatus.FAILED,
+                                               _return_value=RuntimeError()), True)]:
+        job_dir = job(name, files)
+        check.on_job_end(config=cfg, job_return=ret)
+        assert job_dir.exists() == kept, name

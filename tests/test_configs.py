@@ -242,3 +242,29 @@ def test_run_checks_the_ar_speaks_the_denoisers_tokens():
                 {"ar": "hmm", "denoiser": "tiny"})
     with pytest.raises(ConfigError, match="ar=hmm with denoiser=tiny: vocabulary sizes differ"):
         _ = s.ar
+
+
+@pytest.mark.parametrize("guide", ["speculative", "apd"])
+def test_a_guide_that_commits_left_to_right_brings_its_strategy(guide):
+    """``guide=speculative`` runs as typed; a strategy named explicitly still meets the
+    guide's refusal (the guide's defaults never override the command line)."""
+    cfg = compose_run(["experiment=hmm_oracle", f"guide={guide}", "steps=[2]"],
+                      hydra_config=True)
+    choices = dict(cfg.hydra.runtime.choices)
+    assert choices["strategy"] == "left_to_right"
+    assert cfg.strategy._target_.endswith("LeftToRight") and "defaults" not in cfg.guide
+    out = Session(cfg, choices).coordinator.generate(
+        2, cfg.length, 2, generator=torch.Generator().manual_seed(0))
+    assert out.tokens.shape == (2, cfg.length)
+    for strategy in ("ancestral", "blocks"):
+        cfg = compose_run(["experiment=hmm_oracle", f"guide={guide}", f"strategy={strategy}",
+                           "steps=[2]", "strategy.block_length=3" if strategy == "blocks"
+                           else "seed=0"], hydra_config=True)
+        choices = dict(cfg.hydra.runtime.choices)
+        assert choices["strategy"] == strategy
+        with pytest.raises(ConfigError, match=f"strategy={strategy}, guide={guide} .*needs "
+                                              "strategy=left_to_right"):
+            _ = Session(cfg, choices).coordinator
+    # A sweep over guides gives each its own strategy; a named one applies to all.
+    for other in ("none", "edlm"):
+        assert compose_run([f"guide={other}"]).strategy._target_.endswith("Ancestral")

@@ -1,12 +1,13 @@
 """Command-line runs in subprocesses: a joblib multirun ending in the sweep summary, an
 interrupted sweep resumed, a sweep whose multirun process is SIGKILLed, and a two-process
-torchrun (gloo) run on the HMM oracle."""
+torchrun (gloo) run on the HMM oracle, on a free port."""
 
 from __future__ import annotations
 
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -60,7 +61,7 @@ def test_joblib_multirun_writes_results_and_frontier(tmp_path):
 
 
 def test_torchrun_two_processes_match_one(tmp_path):
-    cli("-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
+    cli("-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
         "-m", "experiments.run", *SMALL, "batch_size=2", f"hydra.run.dir={tmp_path / 'ddp'}")
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("run", overrides=SMALL + ["batch_size=2"])
@@ -69,6 +70,17 @@ def test_torchrun_two_processes_match_one(tmp_path):
     assert len(samples(tmp_path / "ddp")) == 16
     metrics = (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(m)["num_steps"] for m in metrics] == [1, 2]
+
+
+def test_no_command_pins_a_rendezvous_port():
+    """Two test runs (or two runs) at once on one machine must not collide on a port: torchrun
+    is started with --standalone, whose rendezvous binds a free one."""
+    pinned = re.compile(r"--master[_-]port[= ]*[1-9]|--rdzv[_-]endpoint[= ]*\S*:[1-9]"
+                        r"|MASTER_PORT=[1-9]")
+    files = [ROOT / "README.md", *ROOT.glob("docs/*.md"), *ROOT.glob("tests/*.py"),
+             *ROOT.glob("experiments/*.py"), *ROOT.glob("benchmarks/*.py"),
+             *ROOT.glob("conf/**/*.yaml")]
+    assert not [f.name for f in files if pinned.search(f.read_text())]
 
 
 def _workers(pid: int) -> list[int]:

@@ -42,7 +42,8 @@ def test_help_lists_groups_options_and_keys(tmp_path):
     for group in ("denoiser", "ar", "judge", "strategy", "guide", "schedule", "data"):
         options = sorted(p.stem for p in (ROOT / "conf" / group).glob("*.yaml"))
         assert f"{group}: {', '.join(options)}" in out.stdout
-    assert "num_samples: 16" in out.stdout and "--config-dir" in out.stdout
+    assert "num_samples=16" in out.stdout and "--config-dir" in out.stdout
+    assert "strategy.mode=posterior" in out.stdout and "duet-run guide=" in out.stdout
 
 
 def test_user_config_dir_adds_an_option(tmp_path):
