@@ -182,8 +182,9 @@ class _Block(nn.Module):
         nn.init.zeros_(self.adaLN_modulation.weight)
         nn.init.zeros_(self.adaLN_modulation.bias)
 
-    def forward(self, x: Tensor, rope: tuple[Tensor, Tensor], c: Tensor, causal: bool) -> Tensor:
-        """x (B, L, H), c (B, C) -> (B, L, H)."""
+    def forward(self, x: Tensor, rope: tuple[Tensor, Tensor], c: Tensor, causal: bool,
+                attn_mask: Tensor | None = None) -> Tensor:
+        """x (B, L, H), c (B, C), optional (L, L) bool ``attn_mask`` (True: attend) -> (B, L, H)."""
         b, length, h = x.shape
         shift1, scale1, gate1, shift2, scale2, gate2 = self.adaLN_modulation(c).chunk(6, dim=-1)
 
@@ -192,7 +193,10 @@ class _Block(nn.Module):
         q, k, v = qkv.unbind(0)  # each (B, heads, L, d)
         cos, sin = rope
         q, k = _apply_rotary(q, cos, sin), _apply_rotary(k, cos, sin)
-        att = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+        if attn_mask is None:
+            att = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+        else:
+            att = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
         att = att.transpose(1, 2).reshape(b, length, h)
         drop = self.dropout if self.training else 0.0
         x = x + gate1[:, None] * F.dropout(self.attn_out(att), drop, self.training)
@@ -235,22 +239,25 @@ class DDiT(nn.Module):
         self.blocks = nn.ModuleList(_Block(config) for _ in range(config.n_blocks))
         self.output_layer = _OutputLayer(config)
 
-    def forward(self, x: Tensor, sigma: Tensor, causal: bool = False) -> Tensor:
+    def forward(self, x: Tensor, sigma: Tensor, causal: bool = False,
+                attn_mask: Tensor | None = None) -> Tensor:
         """Raw logits (B, L, vocab_size) float32 (arguments as ``trunk``)."""
-        h, c = self.trunk(x, sigma, causal)
+        h, c = self.trunk(x, sigma, causal, attn_mask)
         return self.output_layer(h, c).float()
 
-    def head_features(self, x: Tensor, sigma: Tensor, causal: bool = False) -> Tensor:
+    def head_features(self, x: Tensor, sigma: Tensor, causal: bool = False,
+                      attn_mask: Tensor | None = None) -> Tensor:
         """(B, L, H) features before the output projection ``output_layer.linear``.
 
         Callers that need only some rows, or the logits in chunks, apply the projection
         themselves (``models.ddit.heads``): the (B, L, vocab_size) logits are the largest
         tensor of a forward.
         """
-        h, c = self.trunk(x, sigma, causal)
+        h, c = self.trunk(x, sigma, causal, attn_mask)
         return self.output_layer.features(h, c)
 
-    def trunk(self, x: Tensor, sigma: Tensor, causal: bool = False) -> tuple[Tensor, Tensor]:
+    def trunk(self, x: Tensor, sigma: Tensor, causal: bool = False,
+              attn_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """The transformer without its output layer.
 
         Args:
@@ -259,6 +266,9 @@ class DDiT(nn.Module):
                 SEDD and time-conditioned MDLM; zeros for MDLM without time conditioning).
             causal: if True, position i attends to positions <= i only (lower-triangular mask,
                 same weights); DCD uses this for prefix-only marginals.
+            attn_mask: optional (L, L) bool, True where query i may attend to key j (BD3-LM's
+                block-causal mask); combined with ``causal`` when both are given. None (the
+                default) keeps the plain full or causal attention.
 
         Returns:
             (B, L, H) hidden states and (B, C) conditioning, in the weights' dtype.
@@ -275,6 +285,14 @@ class DDiT(nn.Module):
         h = self.vocab_embed(x)
         c = F.silu(self.sigma_map(sigma))
         rope = self.rotary_emb(x.shape[1], x.device)
+        if attn_mask is not None:
+            n = x.shape[1]
+            if attn_mask.shape != (n, n) or attn_mask.dtype != torch.bool:
+                raise ValueError(f"attn_mask must be a ({n}, {n}) bool tensor, got "
+                                 f"{attn_mask.dtype} {tuple(attn_mask.shape)}")
+            attn_mask = attn_mask.to(x.device)
+            if causal:
+                attn_mask = attn_mask.tril()
         for block in self.blocks:
-            h = block(h, rope, c, causal)
+            h = block(h, rope, c, causal, attn_mask)
         return h, c

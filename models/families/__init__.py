@@ -11,11 +11,17 @@ from typing import Any
 
 from ..hub import read_config, resolve_folder
 from ..registry import Family, families
-from . import ddit  # noqa: F401
-from . import dream  # noqa: F401
-from . import llada  # noqa: F401
+from . import (
+    bd3lm,  # noqa: F401
+    ddit,  # noqa: F401
+    diffugpt,  # noqa: F401
+    diffullama,  # noqa: F401
+    dream,  # noqa: F401
+    llada,  # noqa: F401
+    masked_lm,  # noqa: F401
+)
 
-__all__ = ["detect", "load_denoiser"]
+__all__ = ["detect", "family_named", "load_denoiser"]
 
 
 def detect(folder: str | os.PathLike) -> Family:
@@ -35,18 +41,34 @@ def detect(folder: str | os.PathLike) -> Family:
     )
 
 
-def load_denoiser(name_or_path: str | os.PathLike, **options: Any) -> Any:
+def family_named(name: str) -> Family:
+    """The registered family called ``name``; ValueError listing the names otherwise."""
+    for family in families():
+        if family.name == name:
+            return family
+    raise ValueError(f"no denoiser family named {name!r}; registered: "
+                     f"{[f.name for f in families()]}")
+
+
+def load_denoiser(name_or_path: str | os.PathLike, family: str | None = None,
+                  **options: Any) -> Any:
     """Load any registered denoiser from a hub id or a local folder.
 
     Args:
         name_or_path: a hub id (``Dream-org/Dream-v0-Instruct-7B``, ``kuleshov-group/mdlm-owt``)
             or a folder.
+        family: force a family by name (``"diffullama"``: a checkpoint whose config cannot
+            tell it from a plain model of its architecture). Default: the family whose
+            ``hub_ids`` list ``name_or_path``, else the one ``detect`` finds.
         options: the family's own (``device``, ``dtype``, ``tokenizer`` for all; see each
             family's loader for the rest). An option the family does not take is an error.
 
     Returns:
         A ``decoding.protocols.Denoiser`` in eval mode.
     """
+    chosen = family_named(family) if family is not None else None
+    if chosen is None:
+        chosen = next((f for f in families() if str(name_or_path) in f.hub_ids), None)
     folder = resolve_folder(name_or_path)
-    family = detect(folder)
-    return family.load(folder, read_config(folder), **options)
+    chosen = chosen or detect(folder)
+    return chosen.load(folder, read_config(folder), **options)
