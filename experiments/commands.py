@@ -3,6 +3,7 @@
     duet-run [group=option ...] [key=value ...]      # python -m experiments.run
     duet-evaluate run_dir=<dir> judge=<option>       # python -m experiments.evaluate
     duet-train model=<option>                        # python -m experiments.train
+    duet-lm-eval --model duet --tasks ...            # python -m experiments.lm_eval_model
     duet-run --help                                  # the groups, their options and every key
 
 Where the configs live is ``experiments.paths``; configs of one's own are added with Hydra's
@@ -32,3 +33,15 @@ def train() -> None:
     from experiments.train import cli
 
     cli()
+
+
+def lm_eval() -> None:
+    """``duet-lm-eval``: lm-evaluation-harness's command line with the ``duet`` model."""
+    import sys
+
+    try:
+        from experiments.lm_eval_model import main
+    except ImportError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    main()

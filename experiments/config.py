@@ -43,6 +43,38 @@ class ConfigError(ValueError, CompactHydraException):
     Hydra prints it as one line (a traceback only with ``HYDRA_FULL_ERROR=1``)."""
 
 
+TASKS = ("generate", "lm_eval")
+
+
+@dataclass
+class LmEvalConfig:
+    """``task=lm_eval``: tasks of lm-evaluation-harness scored with the run's sampler
+    (``experiments.lm_eval_run``; the model is ``experiments.lm_eval_model.DuetLM``, whose
+    arguments these keys pass on). Unused by ``task=generate``."""
+
+    tasks: list[str] = field(default_factory=list)
+    include_path: str | None = None        # a folder of task YAMLs of one's own
+    include_defaults: bool = True          # lm-eval's own tasks (indexing them takes ~20 s)
+    num_fewshot: int | None = None
+    limit: float | None = None             # documents per task (a fraction if < 1)
+    metric: str | None = None              # the frontier's y: task/metric[/filter]
+    loglikelihood: str = "elbo"            # elbo | ar | none (sampler-only)
+    mc_samples: int = 128
+    mc_batch_size: int = 32
+    elbo_scheme: str = "count"             # count (LLaDA) | time
+    stratified: bool = False
+    greedy_check: bool = False
+    max_gen_toks: int | None = None        # overrides every task's
+    padding: str = "none"                  # none | canvas
+    add_bos_token: bool = False
+    apply_chat_template: Any = False       # true, or a template name
+    fewshot_as_multiturn: bool | None = None
+    system_instruction: str | None = None
+    gen_kwargs: Any = None                 # a dict merged into every task's
+    bootstrap_iters: int = 1000
+    confirm_run_unsafe_code: bool = False  # code tasks (HumanEval, MBPP) execute the output
+
+
 @dataclass
 class RunConfig:
     """Top-level keys of ``experiments.run`` (the groups are ``_target_`` nodes)."""
@@ -74,6 +106,8 @@ class RunConfig:
     threads: int | None = None
     progress: bool = False
     baselines: list[str] = field(default_factory=list)  # "ar", "judge": each model alone
+    task: str = "generate"  # generate (samples, gen PPL) | lm_eval (lm-evaluation-harness)
+    lm_eval: LmEvalConfig = field(default_factory=LmEvalConfig)
 
 
 ConfigStore.instance().store(name="run_schema", node=RunConfig)
@@ -147,6 +181,8 @@ def validate(cfg: DictConfig) -> None:
                           f"got {cfg.dtype!r}")
     if cfg.mauve:
         require_mauve()
+    if cfg.get("task", "generate") not in TASKS:
+        raise ConfigError(f"task must be one of {', '.join(TASKS)}, got {cfg.task!r}")
 
 
 def require_mauve() -> None:
@@ -161,6 +197,9 @@ def identity(cfg: DictConfig) -> dict:
     data = OmegaConf.to_container(cfg, resolve=True)
     for key in NON_IDENTITY_KEYS:
         data.pop(key, None)
+    if data.get("task", "generate") == "generate":  # as before these keys existed
+        data.pop("task", None)
+        data.pop("lm_eval", None)
     return _drop_devices(data)
 
 

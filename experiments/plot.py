@@ -204,7 +204,12 @@ def summarize_sweep(sweep_dir: str | Path, figure: str | Path | None = None) -> 
     sweep_dir = Path(sweep_dir)
     rows = collect(sweep_dir)
     write_csv(rows, sweep_dir / "results.csv")
-    draw(rows, figure or sweep_dir / "frontier.png", title=sweep_dir.name)
+    if any(r.get("task") == "lm_eval" for r in rows):  # task accuracy against throughput
+        from experiments.lm_eval_plot import draw_frontier
+
+        draw_frontier(rows, figure or sweep_dir / "frontier.png", title=sweep_dir.name)
+    else:
+        draw(rows, figure or sweep_dir / "frontier.png", title=sweep_dir.name)
     return rows
 
 

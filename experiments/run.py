@@ -131,6 +131,10 @@ def _reference(s: Session, store: RunStore, logger) -> None:
 
 def run(cfg: DictConfig, run_dir: str | Path, choices: dict | None = None) -> list[dict]:
     """Run every step count of ``cfg.steps`` into ``run_dir``; returns the metrics lines."""
+    if cfg.get("task", "generate") == "lm_eval":  # lm-evaluation-harness tasks instead
+        from experiments.lm_eval_run import run_lm_eval
+
+        return run_lm_eval(cfg, run_dir, choices)
     s = Session(cfg, choices)
     if cfg.threads is not None:
         torch.set_num_threads(int(cfg.threads))

@@ -82,6 +82,11 @@ class Session:
         self.cfg, self.choices = cfg, dict(choices or {})
         check_keys(cfg, GROUPS, self.choices)
         _ = self.schedule  # built now so that a bad value fails before any model loads
+        if cfg.get("task", "generate") == "lm_eval":  # lengths come with the requests
+            from experiments.lm_eval_run import require_lm_eval
+
+            require_lm_eval()
+            return
         declared = declared_max_length(cfg)
         if declared is not None and cfg.length > declared:
             raise ConfigError(f"length {cfg.length} exceeds the maximum {declared} of "
