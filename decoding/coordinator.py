@@ -189,10 +189,14 @@ class Coordinator:
             bar.update(len(infos))
         else:
             confidence = torch.zeros(x.shape, dtype=torch.float64, device=x.device)
+            rounds = torch.full((x.shape[0],), float(len(infos)))
+            if self.strategy.adaptive:  # `steps` is a cap: count the steps each row used
+                rounds = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
             for info in infos:
+                if self.strategy.adaptive:
+                    rounds += (x == self.mask_id).any(dim=1)
                 x, confidence, _, _ = loop.step(info, x, confidence)
                 bar.update(1)
-            rounds = torch.full((x.shape[0],), float(len(infos)))
         nfe["denoiser"] += loop.total_forwards()
         if self.ar is not None:
             forwards, tokens = self.ar.counts()
@@ -242,7 +246,11 @@ class Coordinator:
 
     def _marginals(self, batch: DenoiserBatch, x: Tensor, info: StepInfo,
                    need: Tensor | None = None) -> Marginals:
-        return Marginals(batch.rows(x, info.t, need=need), self.temperature, self.top_p)
+        t = info.t
+        if self.strategy.adaptive and self.time_conditioned:  # off the grid: each row's own
+            frac = (x == self.mask_id).double().mean(dim=1).clamp(min=1e-3)
+            t = self.schedule.time_at(1.0 - frac)
+        return Marginals(batch.rows(x, t, need=need), self.temperature, self.top_p)
 
     def _hidden(self, x: Tensor, hide: Tensor | None) -> Tensor:
         """x with the positions ``hide`` (B, L) bool masked as well (None: x itself)."""

@@ -125,7 +125,8 @@ def gumbel_max(logits: Tensor, generator: torch.Generator, dtype=torch.float64) 
 def check_transforms(temperature: float, top_p: float) -> None:
     """Fail loudly on a temperature or nucleus mass that cannot define a distribution."""
     if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+        raise ValueError(f"temperature must be > 0, got {temperature} (greedy decoding, the "
+                         "temperature-0 limit: decoding.guides.Greedy)")
     if not 0.0 < top_p <= 1.0:
         raise ValueError(f"top_p must be in (0, 1], got {top_p}")
 

@@ -151,7 +151,8 @@ class GenerationResult:
         num_batches: how many batches the samples were generated in.
         steps_per_sample: (N,) float64, the denoising steps each sample used: the configured
             count, except for guides that own the loop (APD's rounds, speculative decoding's
-            windows, each one AR verification).
+            windows, each one AR verification) and adaptive strategies (``Threshold``: the
+            steps at which the sample still had masked positions; ``steps`` is their cap).
     """
 
     tokens: Tensor

@@ -166,7 +166,8 @@ def validate(cfg: DictConfig) -> None:
     if cfg.reference_samples < 0:
         raise ConfigError(f"reference_samples must be >= 0, got {cfg.reference_samples}")
     if not cfg.temperature > 0:
-        raise ConfigError(f"temperature must be > 0, got {cfg.temperature}")
+        raise ConfigError(f"temperature must be > 0, got {cfg.temperature} (greedy decoding, "
+                          "the temperature-0 limit: guide=greedy)")
     if not 0 < cfg.top_p <= 1:
         raise ConfigError(f"top_p must lie in (0, 1], got {cfg.top_p}")
     if cfg.threads is not None:

@@ -19,9 +19,9 @@ CONF = Path(__file__).resolve().parent.parent / "conf"
 RUN_GROUPS = ["denoiser", "ar", "judge", "strategy", "guide", "schedule", "data", "corpus",
               "oracle", "logger", "experiment"]
 REQUIRED = {
-    "guide": {"none", "edlm", "dcd", "dcd_is", "speculative", "apd", "smc"},
+    "guide": {"none", "edlm", "dcd", "dcd_is", "speculative", "apd", "smc", "greedy"},
     "strategy": {"ancestral", "confidence", "margin", "entropy", "left_to_right", "remdm",
-                 "blocks"},
+                 "blocks", "threshold"},
     "denoiser": {"tiny", "hmm", "sedd_small", "sedd_medium", "mdlm_owt"},
     "ar": {"tiny", "hmm", "gpt2"},
     "judge": {"tiny", "hmm", "gpt2", "gpt2_large"},
@@ -177,7 +177,7 @@ def test_missing_target_key_and_bad_target():
 # Guides that commit left to right, and SMC (values-independent choices, no remasking).
 REFUSED = ({(g, s) for g in ("speculative", "apd") for s in options("strategy")
             if s != "left_to_right"}
-           | {("smc", s) for s in ("confidence", "entropy", "margin", "remdm")})
+           | {("smc", s) for s in ("confidence", "entropy", "margin", "remdm", "threshold")})
 
 
 @pytest.mark.parametrize("strategy", options("strategy"))

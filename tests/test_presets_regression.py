@@ -79,6 +79,10 @@ FINGERPRINTS = {
     "hmm/remdm/dcd_is": "9c4c92a5f19148b8",
     "hmm/remdm/edlm": "37cd447ab430b849",
     "hmm/remdm/none": "3dbe5fa56fcc2da7",
+    "hmm/threshold/dcd": "7f7bb9fe1c3108a8",
+    "hmm/threshold/dcd_is": "47d9f5936fd9a74b",
+    "hmm/threshold/edlm": "98f8a88ad14d3e7a",
+    "hmm/threshold/none": "6bad08176e69a699",
     "sedd/cosine": "747095556e242c26",
     "sedd/linear": "ba2f8094c9d274f2",
     "sedd/loglinear": "ba2f8094c9d274f2",
@@ -114,6 +118,10 @@ FINGERPRINTS = {
     "tiny/remdm/dcd_is": "36ab5b439e68c1e8",
     "tiny/remdm/edlm": "811c1d106161188f",
     "tiny/remdm/none": "1b7993d5ae98b92e",
+    "tiny/threshold/dcd": "c6e497cec65d3a75",
+    "tiny/threshold/dcd_is": "a86b7c1a9920dd79",
+    "tiny/threshold/edlm": "3695be595c5117b3",
+    "tiny/threshold/none": "23f8c60528f8b9eb",
 }
 
 

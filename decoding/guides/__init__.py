@@ -3,8 +3,9 @@ verified and particle samplers, the whole outer loop (``run``, see ``decoding.lo
 
 from decoding.guides.apd import APDGuide
 from decoding.guides.base import Guide
+from decoding.guides.greedy import Greedy
 from decoding.guides.independent import Independent
 from decoding.guides.smc import SMCGuide
 from decoding.guides.speculative import SpeculativeGuide
 
-__all__ = ["APDGuide", "Guide", "Independent", "SMCGuide", "SpeculativeGuide"]
+__all__ = ["APDGuide", "Greedy", "Guide", "Independent", "SMCGuide", "SpeculativeGuide"]

@@ -8,6 +8,7 @@ from decoding.strategies.confidence import Confidence
 from decoding.strategies.euler import Euler
 from decoding.strategies.left_to_right import LeftToRight
 from decoding.strategies.remdm import ReMDM
+from decoding.strategies.threshold import Threshold
 
 __all__ = ["Analytic", "Ancestral", "Blocks", "Confidence", "Euler", "LeftToRight", "ReMDM",
-           "Strategy"]
+           "Strategy", "Threshold"]

@@ -20,11 +20,16 @@ class Strategy:
         needs_mass: True when the choice depends on the denoiser's score mass (SEDD's own
             samplers): the Coordinator runs the denoiser first (``log_probs_with_mass``),
             then asks, then drafts only the chosen positions.
+        adaptive: True when how many positions a step commits depends on the data
+            (``Threshold``): ``steps`` is then a cap, the Coordinator reports the steps each
+            sample used (``GenerationResult.steps_per_sample``) and calls a time-conditioned
+            denoiser at each row's masked fraction instead of the step grid's time.
     """
 
     needs_draft: bool = False
     remasks: bool = False
     needs_mass: bool = False
+    adaptive: bool = False
 
     def check(self, steps: int, length: int) -> None:
         """Raise ValueError for settings that cannot work with this steps/length."""

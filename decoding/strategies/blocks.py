@@ -6,6 +6,12 @@ current block an inner strategy runs with its own local time grid from 1 to 0. W
 ``stop_at_eos``, once a finished block holds an end-of-sequence token, every position after
 the first one is overwritten with that token and never generated (variable-length output;
 an EOS drawn in the last block is left as drawn: metrics count up to the first EOS).
+
+With an adaptive inner strategy (``Threshold``: how many positions a step commits depends on
+the data), each row works on its own first unfinished block and moves to the next one as soon
+as it is complete, so the steps a block saves go to the later ones; a block still incomplete
+at the last step of its share of ``steps`` is completed at that step (``steps`` is a cap). The
+inner strategy then sees the run's own step.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ class Blocks(Strategy):
         self.stop_at_eos, self.eos_id = stop_at_eos, eos_id
         self.needs_draft = self.inner.needs_draft
         self.remasks = self.inner.remasks
+        self.adaptive = self.inner.adaptive
 
     def num_blocks(self, length: int) -> int:
         return -(-length // self.block_length)
@@ -55,17 +62,43 @@ class Blocks(Strategy):
             start += n
         raise ValueError(f"step {info.index} is past the last block")
 
-    def _after_eos(self, state: StepState, done_until: int) -> torch.Tensor:
-        """(B, L) bool: generated positions after a row's first EOS in its finished blocks."""
+    def _after_eos(self, state: StepState, done_until: int | torch.Tensor) -> torch.Tensor:
+        """(B, L) bool: generated positions after a row's first EOS in its finished blocks
+        (those before ``done_until``, one for the batch or (B,) per row)."""
         L = state.x.shape[1]
         pos = torch.arange(L, device=state.x.device)
-        is_eos = (state.x == self.eos_id) & state.free & (pos < done_until)
+        until = done_until[:, None] if isinstance(done_until, torch.Tensor) else done_until
+        is_eos = (state.x == self.eos_id) & state.free & (pos[None, :] < until)
         first = torch.where(is_eos.any(dim=1), is_eos.float().argmax(dim=1), L)
         return state.free & (pos[None, :] > first[:, None])
 
+    def _row_blocks(self, state: StepState) -> torch.Tensor:
+        """(B,) long: each row's first block with a masked position (the block count if none)."""
+        m = state.masked
+        first = torch.where(m.any(dim=1), m.long().argmax(dim=1), m.shape[1])
+        return first // self.block_length
+
+    def _current(self, info: StepInfo, state: StepState):
+        """The block of each row (int, or (B,) adaptive), its positions (B, L) and the
+        inner strategy's step."""
+        L = state.x.shape[1]
+        if not self.adaptive:
+            b, local = self._locate(info, L)
+            return b, self._in_block(b, state), local
+        b = self._row_blocks(state)
+        pos = torch.arange(L, device=state.x.device)
+        return b, (pos[None, :] // self.block_length) == b[:, None], info
+
+    def _deadline(self, info: StepInfo, b: torch.Tensor, length: int) -> torch.Tensor:
+        """(B,) bool: rows whose block ends its share of the steps at this step."""
+        nb = self.num_blocks(length)
+        base, extra = divmod(info.num_steps, nb)
+        ends = torch.tensor([base + (k < extra) for k in range(nb)]).cumsum(0) - 1
+        return info.index >= ends.to(b.device)[b.clamp(max=nb - 1)]
+
     def draft_region(self, info: StepInfo, state: StepState) -> torch.Tensor:
-        b, _ = self._locate(info, state.x.shape[1])
-        region = state.masked & self._in_block(b, state)
+        b, in_block, _ = self._current(info, state)
+        region = state.masked & in_block
         if self.stop_at_eos:
             region &= ~self._after_eos(state, b * self.block_length)
         return region
@@ -76,18 +109,21 @@ class Blocks(Strategy):
         return ((pos >= lo) & (pos < lo + self.block_length)).expand_as(state.masked)
 
     def select(self, info: StepInfo, state: StepState, generator: torch.Generator) -> Selection:
-        b, local = self._locate(info, state.x.shape[1])
+        b, in_block, local = self._current(info, state)
         fill = None
         masked = state.masked
         if self.stop_at_eos:
             fill = self._after_eos(state, b * self.block_length)
             masked = masked & ~fill
-        in_block = self._in_block(b, state)
         inner_state = StepState(
             x=state.x, masked=masked & in_block, free=state.free & in_block,
             confidence=state.confidence, marginals=state.marginals, draft=state.draft,
             draft_log_q=state.draft_log_q)
         sel = self.inner.select(local, inner_state, generator)
+        reveal = sel.reveal & in_block
+        if self.adaptive:  # a block at the end of its share is completed now
+            due = self._deadline(info, b, state.x.shape[1])
+            reveal = reveal | (inner_state.masked & due[:, None])
         remask = None if sel.remask is None else sel.remask & in_block
-        return Selection(reveal=sel.reveal & in_block, remask=remask, fill=fill,
+        return Selection(reveal=reveal, remask=remask, fill=fill,
                          fill_value=self.eos_id if fill is not None else None)
