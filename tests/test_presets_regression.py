@@ -110,10 +110,10 @@ FINGERPRINTS = {
     "tiny/left_to_right/dcd_is": "b920f9a42b6e8b5b",
     "tiny/left_to_right/edlm": "f19414120c797ce7",
     "tiny/left_to_right/none": "3061cceb66119a28",
-    "tiny/margin/dcd": "853b58c072e6f867",
-    "tiny/margin/dcd_is": "58b9bd3bfbee78e4",
-    "tiny/margin/edlm": "1a901a7c68141b24",
-    "tiny/margin/none": "c1135bdfb8abba17",
+    "tiny/margin/dcd": ("853b58c072e6f867", "6c036b5fe70f1552"),  # two CPUs: see TIED
+    "tiny/margin/dcd_is": ("58b9bd3bfbee78e4", "d84fbcf52f8ead71"),  # two CPUs: see TIED
+    "tiny/margin/edlm": ("1a901a7c68141b24", "3dbb899c00313ee4"),  # two CPUs: see TIED
+    "tiny/margin/none": ("c1135bdfb8abba17", "185ae7d1e34ba619"),  # two CPUs: see TIED
     "tiny/remdm/dcd": "a303fc34cd50a545",
     "tiny/remdm/dcd_is": "36ab5b439e68c1e8",
     "tiny/remdm/edlm": "811c1d106161188f",
@@ -182,10 +182,18 @@ def run_preset(family: str, strategy: str, guide: str, models):
                           generator=torch.Generator().manual_seed(0))
 
 
+# TIED: at the first step of the tiny denoiser every position has the same marginal, so the
+# margin scores of all positions tie up to float32 rounding, and that rounding differs between
+# CPUs (the order of a SIMD reduction): the tie then falls to different positions. An entry
+# given as a tuple lists each CPU's recording; any other value is still a change.
+
+
 def check(key: str, result) -> None:
     got = fingerprint(result)
     assert key in FINGERPRINTS, f"no fingerprint recorded for {key}: add {key!r}: {got!r}"
-    assert got == FINGERPRINTS[key], f"{key}: tokens changed ({got} != {FINGERPRINTS[key]})"
+    want = FINGERPRINTS[key]
+    accepted = want if isinstance(want, tuple) else (want,)
+    assert got in accepted, f"{key}: tokens changed ({got} not in {accepted})"
 
 
 @pytest.mark.parametrize(("family", "strategy", "guide"), presets())
