@@ -114,27 +114,31 @@ def draw(rows: list[dict], path: str | Path, title: str | None = None) -> None:
             and r.get("gen_ppl") is not None]
     alone = [r for r in rows if r.get("baseline") and r.get("gen_ppl") is not None]
     data = [r for r in rows if r["method"] == "data" and r.get("gen_ppl") is not None]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
-    labels = []
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2), dpi=110)
+    labels, marks = [], []  # text at a point of ax2; what the text must not cover
     for method in sorted({r["method"] for r in runs}):
         pts = sorted((r for r in runs if r["method"] == method), key=lambda r: r["num_steps"])
         xs, ys = [r["num_steps"] for r in pts], [r["gen_ppl"] for r in pts]
         err = _ppl_error(pts)
         line = ax1.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=method).lines[0]
-        ax2.errorbar([r["entropy"] for r in pts], ys, yerr=err, marker="o", capsize=3,
-                     color=line.get_color(), label=method)
-        labels += [(str(r["num_steps"]), r["entropy"], r["gen_ppl"]) for r in pts]
+        es = [r["entropy"] for r in pts]
+        ax2.errorbar(es, ys, yerr=err, marker="o", capsize=3, color=line.get_color(),
+                     label=method)
+        labels += [(str(r["num_steps"]), e, y, line.get_color()) for r, e, y in zip(pts, es, ys)]
+        marks += _error_marks(es, ys, err)
     for r in data:
         ax1.axhline(r["gen_ppl"], color="gray", linestyle="--", label="data")
         ax2.scatter([r["entropy"]], [r["gen_ppl"]], marker="*", s=150, color="black",
                     label="data")
+        labels.append(("data", r["entropy"], r["gen_ppl"], "black"))
+        marks += _error_marks([r["entropy"]], [r["gen_ppl"]], None, size=7)
     for r, style in zip(alone, ("-.", ":", (0, (5, 1, 1, 1)))):
         label = f"{r['method']} ({r['num_steps']} AR steps)"
         line = ax1.axhline(r["gen_ppl"], color="dimgray", linestyle=style, label=label)
         ax2.scatter([r["entropy"]], [r["gen_ppl"]], marker="D", s=40, color="dimgray",
                     label=r["method"])
-        ax2.annotate(r["method"], (r["entropy"], r["gen_ppl"]), fontsize=7, xytext=(3, -9),
-                     textcoords="offset points", color=line.get_color())
+        labels.append((r["method"], r["entropy"], r["gen_ppl"], line.get_color()))
+        marks += _error_marks([r["entropy"]], [r["gen_ppl"]], None)
     ppl = [r["gen_ppl"] for r in runs + data + alone]
     yscale = "log" if ppl and max(ppl) > 3 * min(ppl) else "linear"  # log ticks need range
     ax1.set(xscale="log", yscale=yscale, xlabel="denoising steps", ylabel="gen PPL (judge)",
@@ -150,12 +154,11 @@ def draw(rows: list[dict], path: str | Path, title: str | None = None) -> None:
             ax.yaxis.set_major_formatter(ScalarFormatter())
             ax.yaxis.set_minor_formatter(NullFormatter())
     ax1.xaxis.set_minor_formatter(NullFormatter())
-    ax1.legend(fontsize=8)
-    ax2.legend(fontsize=8)
+    ax1.legend(fontsize=8)  # the right panel shares its colours; its points are labelled
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    _place_labels(fig, ax2, labels)
+    _place_labels(fig, ax2, labels, marks)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
@@ -178,25 +181,62 @@ def _ppl_error(pts: list[dict]):
     return [lo, hi]
 
 
-def _place_labels(fig, ax, labels: list[tuple[str, float, float]]) -> None:
-    """Annotate points without overlapping text: each label takes the first of a few
-    offsets around its point whose box clears the labels already placed."""
+def _error_marks(xs, ys, err, size: float = 5.0) -> list[tuple]:
+    """Each point's marker and error bar, as (x, y_low, y_high, half-width in pixels)."""
+    lo, hi = err if err is not None else ([0.0] * len(xs), [0.0] * len(xs))
+    return [(x, y - a, y + b, size) for x, y, a, b in zip(xs, ys, lo, hi)]
+
+
+# Where a label may sit around its point, nearest first: (dx, dy) in pixels from the point
+# to the text's anchor, and the anchor (horizontal, vertical alignment).
+_SPOTS = [(dx * r, dy * r, ha, va) for r in (5, 12, 22, 34)
+          for dx, dy, ha, va in ((1, 0.4, "left", "bottom"), (1, -0.4, "left", "top"),
+                                 (-1, 0.4, "right", "bottom"), (-1, -0.4, "right", "top"),
+                                 (0, 1.2, "center", "bottom"), (0, -1.2, "center", "top"),
+                                 (1.2, 0, "left", "center"), (-1.2, 0, "right", "center"))]
+
+
+def _place_labels(fig, ax, labels: list[tuple], marks: list[tuple]) -> None:
+    """Annotate points so that no text covers another, a marker, an error bar or the axes'
+    edge: each label, in turn, takes the nearest spot around its point that is clear (its
+    drawn extent measured), else the spot that covers least."""
     fig.canvas.draw()  # fixes the axes' limits, so data map to final pixels
+    renderer = fig.canvas.get_renderer()
+    frame = ax.get_window_extent(renderer)
+    blocked = []
+    for x, y0, y1, half in marks:
+        (px, py0), (_, py1) = ax.transData.transform([(x, y0), (x, y1)])
+        blocked.append((px - half, min(py0, py1) - half, px + half, max(py0, py1) + half))
     placed = []
-    offsets = [(3, 3), (3, -11), (-14, 3), (-14, -11), (3, 13), (-14, 13), (3, -21), (10, -5)]
-    for text, x, y in labels:
-        px, py = ax.transData.transform((x, y))
-        w, h = 5.5 * len(text) + 2, 10.0
-        for dx, dy in offsets:
-            box = (px + dx, py + dy, px + dx + w, py + dy + h)
-            if not any(_overlap(box, other) for other in placed):
+    for text, x, y, color in labels:
+        note = ax.annotate(text, (x, y), fontsize=7, color=color, textcoords="offset pixels",
+                           xytext=_SPOTS[0][:2], annotation_clip=False)
+        best = None
+        for dx, dy, ha, va in _SPOTS:
+            note.xyann = (dx, dy)
+            note.set_ha(ha)
+            note.set_va(va)
+            e = note.get_window_extent(renderer)
+            box = (e.x0 - 1, e.y0 - 1, e.x1 + 1, e.y1 + 1)
+            cost = sum(_area(box, other) for other in placed + blocked)
+            cost += (box[2] - box[0]) * (box[3] - box[1]) - _area(box, tuple(frame.extents))
+            if best is None or cost < best[0]:
+                best = (cost, (dx, dy, ha, va), box)
+            if cost == 0:
                 break
-        placed.append(box)
-        ax.annotate(text, (x, y), fontsize=7, xytext=(dx, dy), textcoords="offset pixels")
+        dx, dy, ha, va = best[1]
+        note.remove()
+        far = abs(dx) + abs(dy) > 15  # far from its point: a leader line says whose it is
+        ax.annotate(text, (x, y), fontsize=7, color=color, textcoords="offset pixels",
+                    xytext=(dx, dy), ha=ha, va=va, annotation_clip=False,
+                    arrowprops=dict(arrowstyle="-", lw=0.5, color=color, shrinkA=1,
+                                    shrinkB=3) if far else None)
+        placed.append(best[2])
 
 
-def _overlap(a, b) -> bool:
-    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+def _area(a, b) -> float:
+    """Area of the overlap of two boxes (x0, y0, x1, y1)."""
+    return max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
 
 
 def summarize_sweep(sweep_dir: str | Path, figure: str | Path | None = None) -> list[dict]:

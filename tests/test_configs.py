@@ -17,7 +17,7 @@ from experiments.session import Session
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 RUN_GROUPS = ["denoiser", "ar", "judge", "strategy", "guide", "schedule", "data", "corpus",
-              "oracle", "logger", "experiment"]
+              "oracle", "logger", "experiment", "method"]
 REQUIRED = {
     "guide": {"none", "edlm", "dcd", "dcd_is", "speculative", "apd", "smc", "greedy"},
     "strategy": {"ancestral", "confidence", "margin", "entropy", "left_to_right", "remdm",
@@ -28,6 +28,7 @@ REQUIRED = {
     "data": {"unconditional", "prefix", "infill"},
     "logger": {"jsonl", "wandb"},
     "experiment": {"hmm_oracle", "shakespeare_sweep", "owt_sedd_medium"},
+    "method": {"none_ancestral", "edlm_ancestral", "dcd_left_to_right"},
 }
 
 
@@ -59,12 +60,33 @@ def test_every_option_composes_and_resolves(group, option):
     cfg = compose_run([f"{group}={option}", *extra])
     data = OmegaConf.to_container(cfg, resolve=True)
     node = data.get(group)
-    if group == "experiment":
+    if group in ("experiment", "method"):
         return
     if option == "none" and group != "guide":
         assert node is None
     else:
         assert isinstance(node, dict) and "_target_" in node, node
+
+
+@pytest.mark.parametrize("method,guide,strategy", [
+    ("none_ancestral", "Independent", "Ancestral"), ("edlm_ancestral", "EnergyGuide", "Ancestral"),
+    ("dcd_left_to_right", "CopulaGuide", "LeftToRight")])
+def test_a_method_is_a_guide_with_its_strategy(method, guide, strategy):
+    cfg = compose_run([f"method={method}"])
+    assert cfg.guide._target_.endswith(guide) and cfg.strategy._target_.endswith(strategy)
+    named = compose_run([f"method={method}", "strategy=margin", "steps=[3]"])
+    assert named.strategy._target_.endswith("Confidence") and list(named.steps) == [3]
+
+
+def test_a_presets_steps_win_over_a_methods():
+    main = compose_run(["experiment=shakespeare_sweep", "method=dcd_left_to_right"])
+    assert list(main.steps) == [2, 4, 8, 16] and main.num_samples == 128
+    assert list(compose_run(["experiment=shakespeare_sweep", "method=none_ancestral"]).steps) \
+        == [2, 4, 8, 16, 32, 64, 128]
+    assert list(compose_run(["experiment=hmm_oracle", "method=edlm_ancestral"]).steps) \
+        == [1, 2, 4, 8]
+    assert list(compose_run(["experiment=shakespeare_sweep", "guide=edlm"]).steps) \
+        == [2, 4, 8, 16, 32, 64, 128]
 
 
 @pytest.mark.parametrize("launcher,target", [("local", "joblib"), ("slurm", "submitit"),
