@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 
 from copula.draft import CopulaDrafter
+from decoding.cache import refuse_adaptive
 from decoding.protocols import check_vocabularies
 from decoding.types import Draft, GuideContext
 
@@ -66,6 +67,11 @@ class CopulaGuide:
             raise ValueError(f"{type(self).__name__} needs a denoiser with a causal (prefix-only) "
                              "mode: log_probs(x, t, causal=True); this one has supports_causal="
                              "False")
+
+    def check_cache(self, strategy) -> None:
+        """With a denoiser cache the causal pass is exact (causal attention never looks
+        forward) and the bidirectional one is the cache's approximation."""
+        refuse_adaptive(self, strategy)
 
     def start(self, x: torch.Tensor) -> None:
         self.drafter.reset()

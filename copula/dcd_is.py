@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 
 from copula.dcd import CopulaGuide
+from decoding.cache import window_end
 from decoding.resampling import METHODS, effective_sample_size, normalized_weights, resample
 from decoding.types import Draft, GuideContext
 
@@ -47,9 +48,11 @@ class CopulaISGuide(CopulaGuide):
         return masked
 
     def propose(self, ctx: GuideContext, generator: torch.Generator) -> Draft:
+        """With a denoiser cache the candidates are drafted up to the current block's end."""
         B, L = ctx.x.shape
         k = self.num_candidates
-        out = self.drafter.draft(ctx, L, generator, k=k, score_tail=True)
+        end = L if ctx.window is None else window_end(ctx.window)
+        out = self.drafter.draft(ctx, end, generator, k=k, score_tail=True)
         weights = normalized_weights((out.log_ar - out.log_r).view(B, k))
         choice = resample(weights, 1, generator, self.resampling)[:, 0]
         index = torch.arange(B, device=ctx.x.device) * k + choice

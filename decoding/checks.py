@@ -12,7 +12,9 @@ nothing and costs nothing), whether the strategy revealed anything (else no forw
 rows to compute and to draw (the packed head's row selection, the sampler's row chunks), and,
 for strategies that may reveal nothing, whether x changed since the last forward. DCD's
 left-to-right drafting reads per position by design; transformers reads the attention mask
-once per AR call. The trace's counts and ESS are read once per run.
+once per AR call. A denoiser KV cache (``decoding.cache_batch``) reads, per call, which rows
+refresh or how many positions an exact call runs. The trace's counts and ESS are read once
+per run.
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from decoding.cache import check_cache
 from decoding.checks import device_check, not_any
 from decoding.counting import CountingAR
 from decoding.denoiser_batch import DenoiserBatch
@@ -65,10 +66,15 @@ class Coordinator:
         temperature, top_p: transforms of the marginals before any draw (nucleus as ReMDM).
         rows_only: ask a denoiser that ``supports_rows`` for the rows each step needs only
             (the same tokens either way; False computes every row, for comparisons).
+        cache: "none", "prefix" or "dual": a denoiser KV cache across the steps of each
+            block (``decoding.cache``; needs a windowed strategy such as Blocks).
+        refresh_every: with a cache, also rebuild it after this many calls (None: at block
+            starts only; 1: every call is a full forward, the uncached output).
     """
 
     def __init__(self, denoiser, strategy: Strategy, guide=None, schedule: Schedule | None = None,
-                 temperature: float = 1.0, top_p: float = 1.0, rows_only: bool = True):
+                 temperature: float = 1.0, top_p: float = 1.0, rows_only: bool = True,
+                 cache: str = "none", refresh_every: int | None = None):
         for attr in ("vocab_size", "mask_id", "log_probs"):
             if not hasattr(denoiser, attr):
                 raise TypeError(f"denoiser lacks `{attr}` (see decoding.protocols.Denoiser)")
@@ -95,6 +101,8 @@ class Coordinator:
         self.ar = None if ar is None else CountingAR(ar)
         if hasattr(self.guide, "check_strategy"):  # guides that accept only some strategies
             self.guide.check_strategy(strategy)
+        check_cache(cache, refresh_every, denoiser, strategy, self.guide)
+        self.cache, self.refresh_every = cache, refresh_every
 
     def denoiser_time(self, t: float) -> float:
         """The time the denoiser is called at for the sampler's time t (t itself when the
@@ -152,6 +160,7 @@ class Coordinator:
         trace = [StepRecord(i.index, i.t, i.s) for i in infos]
         ess_sums = [[0.0, 0] for _ in infos]
         nfe = {"denoiser": 0, "ar_forwards": 0, "ar_tokens": 0}
+        self._tokens = 0
         self._pending: list[tuple[StepRecord, str, Tensor]] = []
         bs = batch_size or num_samples
         starts = range(0, num_samples, bs)
@@ -172,7 +181,7 @@ class Coordinator:
             rec.ess = total / count if count else None
         return GenerationResult(tokens=torch.cat(out), nfe=nfe, trace=trace,
                                 seconds=time.perf_counter() - t0, num_batches=len(starts),
-                                steps_per_sample=torch.cat(rounds))
+                                steps_per_sample=torch.cat(rounds), denoiser_tokens=self._tokens)
 
     def _new_batch(self, x: Tensor) -> DenoiserBatch:
         return DenoiserBatch(self, x)
@@ -198,6 +207,7 @@ class Coordinator:
                 x, confidence, _, _ = loop.step(info, x, confidence)
                 bar.update(1)
         nfe["denoiser"] += loop.total_forwards()
+        self._tokens += loop.total_tokens()
         if self.ar is not None:
             forwards, tokens = self.ar.counts()
             nfe["ar_forwards"] += forwards - ar_before[0]
@@ -242,6 +252,8 @@ class Coordinator:
         need = ask(state.masked, request, info)
         if need is None:
             return None
+        if state.window is not None:  # a cache computes the block: what the guide reads there
+            need = (need & state.window) | request
         return need if strategy_rows is None else need | strategy_rows
 
     def _marginals(self, batch: DenoiserBatch, x: Tensor, info: StepInfo,
@@ -263,7 +275,7 @@ class Coordinator:
                                self._hidden(state.x, hide), info.t, causal=True),
                            causal_rows=lambda hide=None: batch.rows(
                                self._hidden(state.x, hide), info.t, True, need),
-                           ar=self.ar)
+                           ar=self.ar, window=state.window)
         draft = self.guide.propose(ctx, generator)
         outside = (draft.tokens < 0) | (draft.tokens >= self.vocab_size)
         device_check(not_any(outside & request), f"{type(self.guide).__name__} proposed ids "

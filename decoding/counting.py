@@ -8,6 +8,10 @@ right by construction, with no bookkeeping in the guide.
 What counts: ``log_probs`` on (N, L) is one forward over N*L positions; ``start`` on B rows is
 one forward over the B beginning-of-sequence contexts; ``extend`` with (B, n) tokens is one
 forward over B*n positions. ``crop`` and ``reorder`` only edit the cache and cost nothing.
+
+The denoiser's calls are counted by the engine as they are made (``DenoiserCount``): every
+forward, cached or not, with the positions it ran through the network (B*L for an uncached
+call; a cached one, ``decoding.cache``, runs the positions it recomputes only).
 """
 
 from __future__ import annotations
@@ -80,3 +84,15 @@ class CountingAR:
     def counts(self) -> tuple[int, int]:
         """(forwards, tokens) so far."""
         return self.forwards, self.tokens
+
+
+class DenoiserCount:
+    """Denoiser forwards and the token positions they recomputed (summed over rows)."""
+
+    def __init__(self):
+        self.forwards = 0
+        self.tokens = 0
+
+    def add(self, forwards: int, tokens: int) -> None:
+        self.forwards += int(forwards)
+        self.tokens += int(tokens)

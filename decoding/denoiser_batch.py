@@ -3,7 +3,9 @@
 The denoiser is called at its training schedule's time for the sampler's time, with the rows a
 step needs (packed when the denoiser supports it) and, for strategies that reveal by the score
 mass, the mass from the same forward. The last call is memoised, so an unchanged x costs no
-new forward; every forward is counted.
+new forward; every forward is counted, with the positions it ran. With a denoiser KV cache
+(the Coordinator's ``cache``, ``decoding.cache``) the calls go through the batch's
+``BatchCache``: the rows of the current block only, packed.
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from decoding.cache_batch import BatchCache
 from decoding.checks import device_check, not_any
+from decoding.counting import DenoiserCount
 from decoding.sampling import Rows
 
 
@@ -24,16 +28,30 @@ class DenoiserBatch:
     def __init__(self, coordinator, x: Tensor):
         self.c = coordinator
         self.free = x == coordinator.mask_id
-        self.forwards = 0
+        self.count = DenoiserCount()
         self._memo: dict[bool, tuple[Tensor, float, Rows]] = {}
         self.log_mass: Tensor | None = None  # (B, L), of the last bidirectional call
+        mode = getattr(coordinator, "cache", "none")
+        self.cache = None if mode == "none" else BatchCache(
+            coordinator.denoiser, mode, getattr(coordinator, "refresh_every", None), x)
+
+    @property
+    def forwards(self) -> int:
+        return self.count.forwards
+
+    @property
+    def tokens(self) -> int:
+        return self.count.tokens
 
     def forget(self) -> None:
         """x is known to have changed: the next call needs no comparison (no host read)."""
         self._memo.clear()
 
     def log_probs(self, x: Tensor, t: float, causal: bool = False) -> Tensor:
-        """Every row: (B, L, V)."""
+        """Every row: (B, L, V) (not with a cache: it computes the current block only)."""
+        if self.cache is not None:
+            raise RuntimeError("every row of a call was asked for, but the denoiser cache "
+                               "computes the rows of the current block only")
         return self.rows(x, t, causal).data
 
     def rows(self, x: Tensor, t: float | Tensor, causal: bool = False,
@@ -61,6 +79,12 @@ class DenoiserBatch:
             t_vec = torch.full((x.shape[0],), self.c.denoiser_time(t), dtype=torch.float32,
                                device=x.device)
         packed = {} if need is None else {"rows": need}
+        if self.cache is not None:
+            lp, need, forwards, tokens = self.cache.call(x, t_vec, causal, need)
+            self.count.add(forwards, tokens)
+            out = Rows(lp, need)
+            self._memo[causal] = (x.clone(), t, out)
+            return out
         if with_mass:
             lp, self.log_mass = self.c.denoiser.log_probs_with_mass(x, t_vec, **packed)
             if tuple(self.log_mass.shape) != tuple(x.shape):
@@ -77,7 +101,7 @@ class DenoiserBatch:
                 raise ValueError(f"denoiser returned shape {tuple(lp.shape)} for packed rows, "
                                  f"expected (n, {self.c.vocab_size})")
             device_check(need.sum() == lp.shape[0], "the denoiser returned a wrong row count")
-        self.forwards += 1
+        self.count.add(1, x.numel())
         out = Rows(lp, need)
         self._memo[causal] = (x.clone(), t, out)
         return out

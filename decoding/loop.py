@@ -42,14 +42,21 @@ class BatchLoop:
         self.batch = coordinator._new_batch(x)
         self.free = self.batch.free
         self.forwards = 0
+        self.tokens = 0
 
     # ----- rows -------------------------------------------------------------------------
-    def use_rows(self, x: Tensor, free: Tensor) -> None:
+    def use_rows(self, x: Tensor, free: Tensor, index: Tensor | None = None) -> None:
         """Continue on a new set of rows (particles, or the rows still unfinished): ``x`` and
-        ``free`` are (B', L); ``free`` marks each row's generated positions."""
+        ``free`` are (B', L); ``free`` marks each row's generated positions. ``index`` (B',)
+        long: the new rows are the old rows ``index`` (resampled particles), so a denoiser
+        KV cache is carried over, reordered as the rows are (as the AR cache is)."""
         self.forwards += self.batch.forwards
+        self.tokens += self.batch.tokens
+        old = self.batch
         self.batch = self.c._new_batch(x)
         self.batch.free = free
+        if index is not None and old.cache is not None:
+            self.batch.cache = old.cache.reorder(index)
 
     # ----- model calls ------------------------------------------------------------------
     def marginals(self, x: Tensor, t: float | Tensor, index: int | None = None,
@@ -58,10 +65,11 @@ class BatchLoop:
         per row), transforms applied: one counted forward, none when x is unchanged.
         ``index``: the trace entry; ``need`` (B', L) bool: the rows that will be read (a
         denoiser that supports it computes only those)."""
-        before = self.batch.forwards
+        before, tokens = self.batch.forwards, self.batch.tokens
         out = Marginals(self.batch.rows(x, t, need=need), self.c.temperature, self.c.top_p)
         if index is not None:
             self.trace[index].denoiser_forwards += self.batch.forwards - before
+            self.trace[index].denoiser_tokens += self.batch.tokens - tokens
         return out
 
     def row_times(self, x: Tensor) -> Tensor:
@@ -83,6 +91,10 @@ class BatchLoop:
     def total_forwards(self) -> int:
         return self.forwards + self.batch.forwards
 
+    def total_tokens(self) -> int:
+        """Token positions the denoiser's forwards ran, summed over rows."""
+        return self.tokens + self.batch.tokens
+
     # ----- the plain step ---------------------------------------------------------------
     def step(self, info: StepInfo, x: Tensor, confidence: Tensor):
         """One step of the grid with the Coordinator's strategy and guide.
@@ -92,18 +104,25 @@ class BatchLoop:
         """
         t0 = time.perf_counter()
         rec = self.trace[info.index]
-        before = self.batch.forwards
+        before, tokens = self.batch.forwards, self.batch.tokens
         masked = x == self.mask_id
         sel = draft = None
+        cache = self.batch.cache
         if masked.any() or self.strategy.remasks:
             state = StepState(x=x, masked=masked, free=self.batch.free, confidence=confidence)
+            if cache is not None:
+                cache.set_window(*self.strategy.cache_window(info, state))
+                state.window = cache.window_mask()
             sel, draft = self.c._step(self.batch, info, state, self.generator)
+            if cache is not None:
+                cache.check_commits(sel.reveal, sel.remask, type(self.strategy).__name__)
             x, confidence = self.c._apply(x, masked, self.batch.free, confidence, sel, draft, rec)
             if draft is not None and not self.strategy.needs_draft:
                 self.batch.forget()  # it revealed something (checked before its forward)
             if draft is not None and draft.ess is not None:
                 self.record(info.index, ess=draft.ess)
         rec.denoiser_forwards += self.batch.forwards - before
+        rec.denoiser_tokens += self.batch.tokens - tokens
         rec.seconds += time.perf_counter() - t0
         return x, confidence, sel, draft
 

@@ -51,6 +51,14 @@ class Denoiser(Protocol):
     positions it drafts, for the causal call too). A denoiser without the attribute gets
     ``log_probs(x, t, causal)`` and returns every row, as before; the tokens drawn are the
     same either way.
+
+    KV cache (optional, ``decoding.cache``): ``supports_cache`` lists the modes a denoiser
+    implements (``("prefix", "dual")``), ``cache_block(causal)`` says whether a call's
+    attention is bidirectional (None: the cache is an approximation refreshed at block starts)
+    or never looks past the query's block of k positions (k: exact), and ``log_probs`` then
+    takes ``cache=`` a ``decoding.cache.CacheCall``: it runs the call's positions only, reads
+    the other keys and values from the call's store and writes its own there, and returns
+    the packed ``rows`` (which lie among those positions).
     """
 
     vocab_size: int

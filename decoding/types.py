@@ -50,6 +50,8 @@ class StepState:
         draft_log_q: (B, L) float64 log q(draft) under the marginals, when drafted.
         log_mass: (B, L) log of the denoiser's score mass over real tokens, for strategies
             with ``needs_mass`` (see ``decoding.protocols.Denoiser``).
+        window: with a denoiser KV cache, (B, L) bool, each row's current block (the only
+            rows the denoiser computes; ``decoding.cache``); None without one.
     """
 
     x: Tensor
@@ -60,6 +62,7 @@ class StepState:
     draft: Tensor | None = None
     draft_log_q: Tensor | None = None
     log_mass: Tensor | None = None
+    window: Tensor | None = None
 
 
 @dataclass
@@ -94,6 +97,8 @@ class GuideContext:
         causal_rows: the same as a ``Rows``, computed only for the rows the guide declared
             with ``needed_rows`` (every row when it declared none); index it with a (B, L)
             bool mask. Takes the same optional ``hide``.
+        window: with a denoiser KV cache (``decoding.cache``), (B, L) bool, the current
+            block of each row: the only rows computed (None without a cache).
     """
 
     x: Tensor
@@ -104,6 +109,7 @@ class GuideContext:
     causal_log_probs: Callable[..., Tensor]
     ar: CountingAR | None = None
     causal_rows: Callable[..., Rows] | None = None
+    window: Tensor | None = None
 
 
 @dataclass
@@ -135,6 +141,7 @@ class StepRecord:
     remasked: int = 0
     seconds: float = 0.0
     denoiser_forwards: int = 0
+    denoiser_tokens: int = 0
     ess: float | None = None
 
 
@@ -153,6 +160,8 @@ class GenerationResult:
             count, except for guides that own the loop (APD's rounds, speculative decoding's
             windows, each one AR verification) and adaptive strategies (``Threshold``: the
             steps at which the sample still had masked positions; ``steps`` is their cap).
+        denoiser_tokens: the token positions the denoiser's forwards ran, summed over rows
+            (B*L per uncached forward; a cached forward runs the positions it recomputes).
     """
 
     tokens: Tensor
@@ -161,6 +170,7 @@ class GenerationResult:
     seconds: float = 0.0
     num_batches: int = 1
     steps_per_sample: Tensor | None = None
+    denoiser_tokens: int = 0
 
     @property
     def steps_used(self) -> float | None:

@@ -15,12 +15,18 @@ K = 1 (a single candidate has weight 1), the guide is exactly ``Independent``.
 Not repeated from the public release: weights are softmax(-E) (not +E), the proposal term
 sums log-probabilities (not probabilities), candidates of different rows are kept apart
 (row b's candidates are rows b*K .. b*K+K-1 of one batched AR call), and draws are float64.
+
+With a denoiser KV cache (``decoding.cache``; semi-autoregressive blocks) only the current
+block's rows are computed: the candidates then fill the masked positions of the block, and
+the energy is that of the sequence up to the block's end (the AR model's joint of the prefix
+and the block, restricted to x_t), the block-wise form of the same target.
 """
 
 from __future__ import annotations
 
 import torch
 
+from decoding.cache import refuse_adaptive, window_end
 from decoding.guides.independent import Independent
 from decoding.protocols import check_vocabularies
 from decoding.resampling import METHODS, effective_sample_size, normalized_weights, resample
@@ -63,6 +69,9 @@ class EnergyGuide:
     def check(self, denoiser) -> None:
         check_vocabularies(denoiser, self.ar)
 
+    def check_cache(self, strategy) -> None:
+        refuse_adaptive(self, strategy)
+
     def active(self, t: float) -> bool:
         return self.num_candidates > 1 and self.window[0] <= t <= self.window[1]
 
@@ -76,13 +85,16 @@ class EnergyGuide:
         return self.importance_draft(ctx, generator, self.num_candidates)
 
     def importance_draft(self, ctx: GuideContext, generator: torch.Generator, k: int) -> Draft:
-        """Draw k candidates over all masked positions and keep one per row by weight."""
+        """Draw k candidates over all masked positions (of the current block, with a cache)
+        and keep one per row by weight."""
         B, L = ctx.x.shape
-        tokens, log_q = ctx.marginals.sample(ctx.masked, generator, num_samples=k)  # (K, B, L)
-        cands = torch.where(ctx.masked, tokens, ctx.x).transpose(0, 1)  # (B, K, L)
+        region = ctx.masked if ctx.window is None else ctx.masked & ctx.window
+        end = L if ctx.window is None else window_end(ctx.window)
+        tokens, log_q = ctx.marginals.sample(region, generator, num_samples=k)  # (K, B, L)
+        cands = torch.where(region, tokens, ctx.x).transpose(0, 1)  # (B, K, L)
         log_q = log_q.transpose(0, 1)
-        masked = ctx.masked[:, None, :].expand(B, k, L)
-        energy = self.energy(cands.reshape(B * k, L), masked.reshape(B * k, L),
+        masked = region[:, None, :end].expand(B, k, end)
+        energy = self.energy(cands[..., :end].reshape(B * k, end), masked.reshape(B * k, end),
                              log_q.sum(dim=2).reshape(B * k), ctx.ar)
         weights = normalized_weights(-energy.view(B, k), self.temperature)
         choice = resample(weights, 1, generator, self.resampling)[:, 0]

@@ -25,6 +25,7 @@ from hydra.errors import CompactHydraException, InstantiationException
 from hydra.utils import get_object, instantiate
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from decoding.cache import CACHE_MODES
 from experiments.genppl import CONVENTIONS
 from experiments.mauve_score import FEATURES, INSTALL
 from experiments.paths import REPO_ROOT
@@ -106,6 +107,8 @@ class RunConfig:
     threads: int | None = None
     progress: bool = False
     baselines: list[str] = field(default_factory=list)  # "ar", "judge": each model alone
+    cache: str = "none"  # denoiser KV cache: none | prefix | dual (decoding.cache)
+    cache_refresh_every: int | None = None  # also rebuild it after this many calls
     task: str = "generate"  # generate (samples, gen PPL) | lm_eval (lm-evaluation-harness)
     lm_eval: LmEvalConfig = field(default_factory=LmEvalConfig)
 
@@ -182,6 +185,16 @@ def validate(cfg: DictConfig) -> None:
                           f"got {cfg.dtype!r}")
     if cfg.mauve:
         require_mauve()
+    if cfg.get("cache", "none") not in CACHE_MODES:
+        raise ConfigError(f"cache must be one of {', '.join(CACHE_MODES)}, got {cfg.cache!r}")
+    if cfg.get("cache_refresh_every") is not None:
+        _positive_int("cache_refresh_every", cfg.cache_refresh_every)
+    target = (cfg.get("strategy") or {}).get("_target_") if cfg.get("cache", "none") != "none" \
+        else None
+    if target and not getattr(get_object(target), "windowed", False):
+        raise ConfigError(f"cache={cfg.cache} needs a strategy that commits inside one block at "
+                          f"a time (strategy=blocks); {target.rsplit('.', 1)[-1]} commits "
+                          "anywhere in the sequence")
     if cfg.get("task", "generate") not in TASKS:
         raise ConfigError(f"task must be one of {', '.join(TASKS)}, got {cfg.task!r}")
 
@@ -201,6 +214,9 @@ def identity(cfg: DictConfig) -> dict:
     if data.get("task", "generate") == "generate":  # as before these keys existed
         data.pop("task", None)
         data.pop("lm_eval", None)
+    if data.get("cache", "none") == "none":  # the uncached samples, as before the keys
+        data.pop("cache", None)
+        data.pop("cache_refresh_every", None)
     return _drop_devices(data)
 
 

@@ -64,7 +64,7 @@ def generate_batch(s: Session, num_steps: int, batch: int, start: int, size: int
     cost = {"num_steps": num_steps, "batch": batch, "n": size, "seconds": res.seconds,
             "nfe_denoiser": res.nfe["denoiser"], "nfe_ar": res.nfe["ar_forwards"],
             "ar_tokens": res.nfe["ar_tokens"], "ess": sum(ess) / len(ess) if ess else None,
-            "steps_used": res.steps_used,
+            "steps_used": res.steps_used, "denoiser_tokens": res.denoiser_tokens,
             "generated": size * int(cfg.length) if prompt is None
             else int((prompt == s.mask_id).sum())}
     tok = s.tokenizer
@@ -81,7 +81,9 @@ def summarize(s: Session, num_steps: int, costs: list[dict], tokens: torch.Tenso
     """The metrics line of one step count, with its provenance.
 
     Forward counts are per batch (a forward serves every row of its batch, so this is what
-    one sample's chain needs); ``ar_tokens`` is AR positions processed per sample.
+    one sample's chain needs); ``ar_tokens`` is AR positions processed per sample, and
+    ``denoiser_tokens`` the positions the denoiser's forwards ran per sample (fewer with a
+    ``cache``).
     ``num_steps`` stays as configured; ``steps_used`` is the mean over samples of the steps
     each actually used (fewer for APD, windows for speculative decoding) and
     ``tokens_per_step`` the generated tokens per sample over it.
@@ -99,6 +101,8 @@ def summarize(s: Session, num_steps: int, costs: list[dict], tokens: torch.Tenso
             "nfe_denoiser": sum(c["nfe_denoiser"] for c in costs) / len(costs),
             "nfe_ar": sum(c["nfe_ar"] for c in costs) / len(costs),
             "ar_tokens": sum(c["ar_tokens"] for c in costs) / n,
+            "denoiser_tokens": sum(c.get("denoiser_tokens", 0) for c in costs) / n,
+            "cache": str(cfg.get("cache", "none")),
             "ess": sum(ess) / len(ess) if ess else None,
             **_tokens_per_step(costs, num_steps),
             "seconds": seconds, "samples_per_second": n / seconds if seconds > 0 else None,

@@ -184,7 +184,9 @@ class Session:
         guide = self.guide  # first: pairing with its AR model may restrict the denoiser's ids
         parts = (self.denoiser, self.strategy, guide, self.schedule)
         try:
-            return Coordinator(*parts, temperature=self.cfg.temperature, top_p=self.cfg.top_p)
+            return Coordinator(*parts, temperature=self.cfg.temperature, top_p=self.cfg.top_p,
+                               cache=str(self.cfg.get("cache", "none")),
+                               refresh_every=self.cfg.get("cache_refresh_every"))
         except ValueError as err:
             raise ConfigError(f"strategy={self.name_of('strategy')}, guide="
                               f"{self.name_of('guide')} with denoiser="

@@ -51,6 +51,8 @@ class SMCGuide:
         resampling: "systematic" or "multinomial".
     """
 
+    supports_cache = True  # a denoiser KV cache follows the particles through resampling
+
     def __init__(self, ar, num_particles: int = 8, ess_threshold: float = 0.5,
                  resampling: str = "systematic"):
         if not isinstance(num_particles, int) or num_particles < 1:
@@ -131,7 +133,7 @@ class SMCGuide:
                     xs, confidence, log_q = xs[flat], confidence[flat], log_q[flat]
                     settled, free = settled[flat], free[flat]
                     scorer.reorder(flat)
-                    loop.use_rows(xs, free)
+                    loop.use_rows(xs, free, index=flat)
                     log_w = torch.where(low[:, None], 0.0, log_w)
             loop.record(info.index, seconds=time.perf_counter() - t0, ess=ess)
         pick = resample(normalized_weights(log_w), 1, loop.generator, self.resampling)[:, 0]

@@ -30,6 +30,7 @@ class Strategy:
     remasks: bool = False
     needs_mass: bool = False
     adaptive: bool = False
+    windowed: bool = False  # True: every step commits inside ``cache_window`` (Blocks)
 
     def check(self, steps: int, length: int) -> None:
         """Raise ValueError for settings that cannot work with this steps/length."""
@@ -37,6 +38,12 @@ class Strategy:
     def times(self, schedule: Schedule, steps: int) -> list[float]:
         """The time grid [t_0 = 1, ..., 0] of a ``steps``-step run (one step per interval)."""
         return schedule.times(steps)
+
+    def cache_window(self, info: StepInfo, state: StepState) -> tuple[Tensor, int]:
+        """((B,) long first position of each row's current block, block length): every
+        position this step commits (or remasks) lies in the block. Strategies with
+        ``windowed`` only; a denoiser KV cache (``decoding.cache``) recomputes that block."""
+        raise NotImplementedError(f"{type(self).__name__} has no block window")
 
     def draft_region(self, info: StepInfo, state: StepState) -> Tensor:
         """(B, L) bool: positions that need drafted values before ``select`` (needs_draft).

@@ -26,6 +26,8 @@ from decoding.types import Selection, StepInfo, StepState
 class Blocks(Strategy):
     """Run ``inner`` block by block, left to right."""
 
+    windowed = True  # every step commits inside the current block (``cache_window``)
+
     def __init__(self, block_length: int, inner: Strategy | None = None,
                  stop_at_eos: bool = False, eos_id: int | None = None):
         if block_length < 1:
@@ -95,6 +97,13 @@ class Blocks(Strategy):
         base, extra = divmod(info.num_steps, nb)
         ends = torch.tensor([base + (k < extra) for k in range(nb)]).cumsum(0) - 1
         return info.index >= ends.to(b.device)[b.clamp(max=nb - 1)]
+
+    def cache_window(self, info: StepInfo, state: StepState) -> tuple[torch.Tensor, int]:
+        """Each row's current block: ((B,) first position, ``block_length``)."""
+        b, _, _ = self._current(info, state)
+        if not isinstance(b, torch.Tensor):
+            b = torch.full((state.x.shape[0],), b, dtype=torch.long, device=state.x.device)
+        return b * self.block_length, self.block_length
 
     def draft_region(self, info: StepInfo, state: StepState) -> torch.Tensor:
         b, in_block, _ = self._current(info, state)

@@ -26,10 +26,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from decoding.cache import CacheCall, rows_at
 from decoding.checks import device_check
 from decoding.schedules import EPS, LogLinear, Schedule, loglinear_sigma
 
 from .backbone import DDiT
+from .cached import cached_features
 from .output_head import head_log_probs
 
 __all__ = ["MDLMDenoiser", "SEDDDenoiser", "loglinear_sigma"]
@@ -46,6 +48,7 @@ class _DDiTDenoiser(nn.Module):
     parameterization: str = ""
     supports_causal: bool = True
     supports_rows: bool = True
+    supports_cache: tuple[str, ...] = ("prefix", "dual")
     time_conditioned: bool = True
 
     def __init__(self, backbone: DDiT, eps: float = EPS, tokenizer: Any = None):
@@ -110,8 +113,13 @@ class _DDiTDenoiser(nn.Module):
             f"t must lie in [0, 1], got values in [{float(ends[2])}, {float(ends[3])}]"))
         return x.long(), t
 
+    def cache_block(self, causal: bool) -> int | None:
+        """Attention structure for ``decoding.cache``: causal calls are exact (1), the
+        bidirectional ones approximate (None)."""
+        return 1 if causal else None
+
     def log_probs(self, x: Tensor, t: Tensor | float, causal: bool = False,
-                  rows: Tensor | None = None) -> Tensor:
+                  rows: Tensor | None = None, cache: CacheCall | None = None) -> Tensor:
         """log p(x0_i = v | x_t) for every position, or for the positions in ``rows``.
 
         Args:
@@ -120,6 +128,9 @@ class _DDiTDenoiser(nn.Module):
             causal: position i attends to positions <= i only; its own input is the mask
                 wherever its row is used, so this is the prefix-only context ``x[:, :i]``.
             rows: optional (B, L) bool, the positions whose rows are wanted.
+            cache: a ``decoding.cache.CacheCall``: only its positions run, the other keys
+                and values come from (and theirs go to) its store; ``rows`` must lie among
+                those positions, and the rows come back packed.
 
         Returns:
             float32 normalised over the V real tokens: (B, L, V), or (n, V) for the n True
@@ -130,8 +141,12 @@ class _DDiTDenoiser(nn.Module):
         if rows is not None and (rows.dtype != torch.bool or rows.shape != x.shape):
             raise ValueError(f"rows must be a (B, L) = {tuple(x.shape)} bool mask, got "
                              f"{rows.dtype} {tuple(rows.shape)}")
-        feats = self.backbone.head_features(x, self.noise_input(t), causal=causal)
         linear = self.backbone.output_layer.linear
+        if cache is not None:
+            feats, pos = cached_features(self.backbone, x, self.noise_input(t), cache, causal)
+            return head_log_probs(feats, linear.weight, linear.bias, self.vocab_size,
+                                  rows_at(rows, pos))
+        feats = self.backbone.head_features(x, self.noise_input(t), causal=causal)
         return head_log_probs(feats, linear.weight, linear.bias, self.vocab_size, rows)
 
     def log_probs_with_mass(self, x: Tensor, t: Tensor | float,

@@ -36,10 +36,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from decoding.cache import CacheCall, rows_at
 from decoding.checks import device_check
 from decoding.schedules import EPS, LogLinear
 
 from ..ddit.backbone import DDiT, DDiTConfig, rotary_inv_freq
+from ..ddit.cached import cached_features
 from ..ddit.formats import resolve_tokenizer
 from ..hub import CheckpointError, listing, load_into, read_weights
 from ..registry import Family, register
@@ -75,7 +77,13 @@ class BD3LMDenoiser(SpaceDenoiser):
             (``cross_attn: false``): full attention then.
 
     ``causal=True`` uses a lower-triangular mask (inside the block-causal one), same weights.
+
+    KV cache (``decoding.cache``): under the block-causal mask a finished block's keys and
+    values never change, so the cache is exact; the engine recomputes from the first block
+    that changed (BD3-LM's ``store_kv`` pass) through the current one.
     """
+
+    supports_cache = ("prefix", "dual")
 
     def __init__(self, backbone: DDiT, space, tokenizer: Any, block_size: int,
                  time_conditioning: bool, eps: float = EPS, block_attention: bool = True):
@@ -93,20 +101,31 @@ class BD3LMDenoiser(SpaceDenoiser):
             return torch.zeros_like(t, dtype=torch.float32)
         return self.schedule.sigma(t)
 
+    def cache_block(self, causal: bool) -> int | None:
+        """Keys seen by a query: its block and the earlier ones (exact cache), or fewer."""
+        return 1 if causal else (self.block_size if self.block_attention else None)
+
     def log_probs(self, x: Tensor, t: Tensor | float, causal: bool = False,
-                  rows: Tensor | None = None) -> Tensor:
+                  rows: Tensor | None = None, cache: CacheCall | None = None) -> Tensor:
         """log p(x0_i = v | x_t) over the V real tokens (``SpaceDenoiser.log_probs``'s
-        arguments and output); the network takes the noise level, so ``t`` is used here."""
+        arguments and output); the network takes the noise level, so ``t`` is used here.
+        ``cache``: a ``decoding.cache.CacheCall`` (its positions only, packed ``rows``)."""
         x, t = self._check(x, t, rows)
         if t.numel():
             ends = torch.stack([t.min(), t.max()])
             device_check((ends[0] >= 0) & (ends[1] <= 1), lambda: (
                 f"t must lie in [0, 1], got values in [{float(ends[0])}, {float(ends[1])}]"))
+        linear = self.backbone.output_layer.linear
+        if cache is not None:
+            block = self.block_size if self.block_attention else None
+            feats, pos = cached_features(self.backbone, self._to_model[x], self.noise_input(t),
+                                         cache, causal, block)
+            return space_head_log_probs(feats, linear.weight, linear.bias, self.token_space,
+                                        rows_at(rows, pos), self._real_ids)
         mask = (block_causal_mask(x.shape[1], self.block_size, x.device)
                 if self.block_attention else None)
         feats = self.backbone.head_features(self._to_model[x], self.noise_input(t),
                                             causal=causal, attn_mask=mask)
-        linear = self.backbone.output_layer.linear
         return space_head_log_probs(feats, linear.weight, linear.bias, self.token_space, rows,
                                     self._real_ids)
 

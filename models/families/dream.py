@@ -40,6 +40,7 @@ import torch
 from torch import Tensor, nn
 
 from ..registry import Family, register
+from .cached_trunks import dream_cached_features
 from .token_space_denoiser import SpaceDenoiser, family_tokenizer, stream_into, token_space
 
 __all__ = ["DreamDenoiser", "claims", "load_dream", "qwen2_config"]
@@ -113,6 +114,7 @@ class DreamDenoiser(SpaceDenoiser):
     """
 
     shift = True
+    supports_cache = ("prefix", "dual")
 
     def __init__(self, network: _DreamNetwork, space: Any, tokenizer: Any,
                  max_length: int | None):
@@ -128,6 +130,9 @@ class DreamDenoiser(SpaceDenoiser):
             mask = mask.masked_fill(above, torch.finfo(dtype).min)
         out = self.network.model(input_ids=ids, attention_mask=mask, use_cache=False)
         return out.last_hidden_state
+
+    def cached_features(self, ids: Tensor, pos: Tensor, call: Any, causal: bool) -> Tensor:
+        return dream_cached_features(self.network.model, ids, pos, call, causal)
 
     def head(self) -> tuple[Tensor, Tensor | None]:
         net = self.network

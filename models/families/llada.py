@@ -31,6 +31,7 @@ from torch import Tensor
 
 from ..registry import Family, register
 from .llada_network import LLaDANetwork, LLaDAShape
+from .cached_trunks import llada_cached_features
 from .token_space_denoiser import SpaceDenoiser, family_tokenizer, stream_into, token_space
 
 __all__ = ["LLaDADenoiser", "claims", "llada_shape", "load_llada"]
@@ -100,6 +101,7 @@ class LLaDADenoiser(SpaceDenoiser):
     """
 
     shift = False
+    supports_cache = ("prefix", "dual")
 
     def __init__(self, network: LLaDANetwork, space: Any, tokenizer: Any,
                  max_length: int | None):
@@ -108,6 +110,9 @@ class LLaDADenoiser(SpaceDenoiser):
 
     def features(self, ids: Tensor, causal: bool) -> Tensor:
         return self.network.features(ids, causal)
+
+    def cached_features(self, ids: Tensor, pos: Tensor, call: Any, causal: bool) -> Tensor:
+        return llada_cached_features(self.network, ids, pos, call, causal)
 
     def head(self) -> tuple[Tensor, Tensor | None]:
         return self.network.head()

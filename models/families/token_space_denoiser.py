@@ -99,6 +99,7 @@ class SpaceDenoiser(nn.Module):
 
     supports_causal = True
     supports_rows = True
+    supports_cache: tuple[str, ...] = ()  # families with ``cached_features``: prefix, dual
     time_conditioned = False
     shift = False
 
@@ -119,6 +120,33 @@ class SpaceDenoiser(nn.Module):
 
     def head(self) -> tuple[Tensor, Tensor | None]:
         raise NotImplementedError
+
+    def cached_features(self, ids: Tensor, pos: Tensor, call: Any, causal: bool) -> Tensor:
+        """(B, L) model ids -> (B, n, H) hidden states at positions ``pos`` (B, n), the other
+        keys and values from the ``decoding.cache.CacheCall``'s store (families with
+        ``supports_cache``; ``models.families.cached_trunks``)."""
+        raise NotImplementedError
+
+    def cache_block(self, causal: bool) -> int | None:
+        """``decoding.cache``: causal calls are exact (1), bidirectional ones approximate."""
+        return 1 if causal else None
+
+    def _cached_log_probs(self, x: Tensor, causal: bool, rows: Tensor | None, call: Any):
+        """Packed rows ``rows`` from the call's positions (and the one before them when the
+        logits are shifted: row i is read from hidden state i-1)."""
+        if rows is None:
+            raise ValueError("a cached call needs rows= (the rows of its positions)")
+        B, L = x.shape
+        shift = int(self.shift and L > 1)
+        pos = call.positions(B, L, x.device, left=shift)
+        feats = self.cached_features(self._to_model[x], pos, call, causal)
+        bi, r = rows.nonzero(as_tuple=True)
+        j = (r - shift).clamp(min=0) - pos[bi, 0]
+        device_check(((j >= 0) & (j < pos.shape[1])).all(), "a cached call was asked for rows "
+                     "outside the positions it recomputes", RuntimeError)
+        weight, bias = self.head()
+        return space_head_log_probs(feats[bi, j][None], weight, bias, self.token_space,
+                                    None, self._real_ids)[0]
 
     def _check(self, x: Tensor, t: Tensor | float, rows: Tensor | None) -> tuple[Tensor, Tensor]:
         if not isinstance(x, Tensor) or x.dim() != 2:
@@ -144,7 +172,7 @@ class SpaceDenoiser(nn.Module):
         return x.long(), t
 
     def log_probs(self, x: Tensor, t: Tensor | float, causal: bool = False,
-                  rows: Tensor | None = None) -> Tensor:
+                  rows: Tensor | None = None, cache: Any = None) -> Tensor:
         """log p(x0_i = v | x_t) over the V real tokens, for every position or for ``rows``.
 
         Args:
@@ -154,11 +182,15 @@ class SpaceDenoiser(nn.Module):
                 x_<=i (its own input is the mask wherever the row is used); shifted, row i
                 comes from position i-1 and sees x_<i. Either way: prefix-only context.
             rows: optional (B, L) bool of the positions whose rows are wanted.
+            cache: a ``decoding.cache.CacheCall`` (families with ``supports_cache``): only its
+                positions run; ``rows`` must lie among them.
 
         Returns:
             float32 (B, L, V), or (n, V) packed for the True entries of ``rows``.
         """
         x, _ = self._check(x, t, rows)
+        if cache is not None:
+            return self._cached_log_probs(x, causal, rows, cache)
         feats = self.features(self._to_model[x], causal)
         if self.shift and feats.shape[1] > 1:  # row i from hidden i-1; row 0 from itself
             feats = torch.cat([feats[:, :1], feats[:, :-1]], dim=1)
