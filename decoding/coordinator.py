@@ -66,10 +66,8 @@ class Coordinator:
         temperature, top_p: transforms of the marginals before any draw (nucleus as ReMDM).
         rows_only: ask a denoiser that ``supports_rows`` for the rows each step needs only
             (the same tokens either way; False computes every row, for comparisons).
-        cache: "none", "prefix" or "dual": a denoiser KV cache across the steps of each
-            block (``decoding.cache``; needs a windowed strategy such as Blocks).
-        refresh_every: with a cache, also rebuild it after this many calls (None: at block
-            starts only; 1: every call is a full forward, the uncached output).
+        cache, refresh_every: a denoiser KV cache ("none", "prefix", "dual"; with Blocks),
+            rebuilt at block starts and every ``refresh_every`` calls (``decoding.cache``).
     """
 
     def __init__(self, denoiser, strategy: Strategy, guide=None, schedule: Schedule | None = None,

@@ -24,9 +24,31 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from decoding.cache import CacheCall, KVStore, key_mask
+from decoding.checks import device_check
 
-__all__ = ["StoreCache", "additive_key_mask", "dream_cached_features", "llada_cached_features",
-           "store_for"]
+__all__ = ["StoreCache", "additive_key_mask", "cached_log_probs", "dream_cached_features",
+           "llada_cached_features", "store_for"]
+
+
+def cached_log_probs(den, x: Tensor, causal: bool, rows: Tensor | None,
+                     call: CacheCall) -> Tensor:
+    """A ``SpaceDenoiser``'s packed rows ``rows`` (B, L) from the call's positions, and the one
+    before them when the logits are shifted (row i is read from hidden state i-1)."""
+    from .token_space_denoiser import space_head_log_probs
+
+    if rows is None:
+        raise ValueError("a cached call needs rows= (the rows of its positions)")
+    B, L = x.shape
+    shift = int(den.shift and L > 1)
+    pos = call.positions(B, L, x.device, left=shift)
+    feats = den.cached_features(den._to_model[x], pos, call, causal)
+    bi, r = rows.nonzero(as_tuple=True)
+    j = (r - shift).clamp(min=0) - pos[bi, 0]
+    device_check(((j >= 0) & (j < pos.shape[1])).all(), "a cached call was asked for rows "
+                 "outside the positions it recomputes", RuntimeError)
+    weight, bias = den.head()
+    return space_head_log_probs(feats[bi, j][None], weight, bias, den.token_space, None,
+                                den._real_ids)[0]
 
 
 def store_for(call: CacheCall, n_layers: int, shape: tuple[int, ...], dtype, device) -> KVStore:

@@ -131,23 +131,6 @@ class SpaceDenoiser(nn.Module):
         """``decoding.cache``: causal calls are exact (1), bidirectional ones approximate."""
         return 1 if causal else None
 
-    def _cached_log_probs(self, x: Tensor, causal: bool, rows: Tensor | None, call: Any):
-        """Packed rows ``rows`` from the call's positions (and the one before them when the
-        logits are shifted: row i is read from hidden state i-1)."""
-        if rows is None:
-            raise ValueError("a cached call needs rows= (the rows of its positions)")
-        B, L = x.shape
-        shift = int(self.shift and L > 1)
-        pos = call.positions(B, L, x.device, left=shift)
-        feats = self.cached_features(self._to_model[x], pos, call, causal)
-        bi, r = rows.nonzero(as_tuple=True)
-        j = (r - shift).clamp(min=0) - pos[bi, 0]
-        device_check(((j >= 0) & (j < pos.shape[1])).all(), "a cached call was asked for rows "
-                     "outside the positions it recomputes", RuntimeError)
-        weight, bias = self.head()
-        return space_head_log_probs(feats[bi, j][None], weight, bias, self.token_space,
-                                    None, self._real_ids)[0]
-
     def _check(self, x: Tensor, t: Tensor | float, rows: Tensor | None) -> tuple[Tensor, Tensor]:
         if not isinstance(x, Tensor) or x.dim() != 2:
             raise ValueError(f"x must be a (B, L) tensor, got {getattr(x, 'shape', type(x))}")
@@ -190,7 +173,9 @@ class SpaceDenoiser(nn.Module):
         """
         x, _ = self._check(x, t, rows)
         if cache is not None:
-            return self._cached_log_probs(x, causal, rows, cache)
+            from .cached_trunks import cached_log_probs
+
+            return cached_log_probs(self, x, causal, rows, cache)
         feats = self.features(self._to_model[x], causal)
         if self.shift and feats.shape[1] > 1:  # row i from hidden i-1; row 0 from itself
             feats = torch.cat([feats[:, :1], feats[:, :-1]], dim=1)
