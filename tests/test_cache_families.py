@@ -1,6 +1,6 @@
 """The denoiser KV cache on the families' hub-format random checkpoints: BD3-LM's exact block
-cache gives the uncached tokens; Dream's and LLaDA's cached calls give the uncached log-probs
-when the store is fresh; the masked-LM adapter refuses a cache."""
+cache gives the uncached tokens; Dream's, LLaDA's and a BERT masked LM's cached calls give the
+uncached log-probs when the store is fresh; models the cache cannot run refuse it."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from decoding import Coordinator
 from decoding.cache import CacheCall
 from decoding.strategies import Ancestral, Blocks, Confidence, Threshold
 from models import load_denoiser
-from tests.adapted_checkpoints import write_bd3lm, write_bert
+from tests.adapted_checkpoints import write_bd3lm, write_bert, write_diffugpt, write_modernbert
 from tests.family_checkpoints import write_dream, write_llada
 
 
@@ -59,10 +59,12 @@ def test_bd3lm_block_cache_recomputes_the_finished_block_once(bd3lm):
     assert res.denoiser_tokens == 2 * (16 * 4 + 3 * 4)  # 16 steps of a block, 3 block starts
 
 
-@pytest.fixture(scope="module", params=["dream", "llada"])
+@pytest.fixture(scope="module", params=["dream", "llada", "bert"])
 def family(request, tmp_path_factory):
-    write = write_dream if request.param == "dream" else write_llada
-    return load_denoiser(write(tmp_path_factory.mktemp(request.param) / "ckpt"), dtype="float32")
+    write = {"dream": write_dream, "llada": write_llada, "bert": write_bert}[request.param]
+    den = load_denoiser(write(tmp_path_factory.mktemp(request.param) / "ckpt"), dtype="float32")
+    assert den.supports_cache == ("prefix", "dual")  # the masked LM's: found by its probe
+    return den
 
 
 @pytest.mark.parametrize("causal", [False, True])
@@ -105,8 +107,10 @@ def test_refreshed_at_every_call_the_family_samples_the_uncached_tokens(family, 
     assert approx.denoiser_tokens < out["none"].denoiser_tokens
 
 
-def test_masked_lm_adapter_refuses_a_cache(tmp_path):
-    den = load_denoiser(write_bert(tmp_path / "bert"))
+@pytest.mark.parametrize("write", [write_modernbert, write_diffugpt])
+def test_families_without_a_cache_refuse_one(tmp_path, write):
+    """ModernBERT (local attention, no cache argument: its probe fails) and DiffuGPT."""
+    den = load_denoiser(write(tmp_path / "ckpt"))
     with pytest.raises(ValueError, match="has no KV cache"):
         Coordinator(den, Blocks(4), cache="dual")
 

@@ -27,7 +27,7 @@ from decoding.cache import CacheCall, KVStore, key_mask
 from decoding.checks import device_check
 
 __all__ = ["StoreCache", "additive_key_mask", "cached_log_probs", "dream_cached_features",
-           "llada_cached_features", "store_for"]
+           "llada_cached_features", "masked_lm_cached_log_probs", "probe_cache", "store_for"]
 
 
 def cached_log_probs(den, x: Tensor, causal: bool, rows: Tensor | None,
@@ -171,3 +171,68 @@ def llada_cached_features(network, ids: Tensor, pos: Tensor, call: CacheCall,
         x = x / math.sqrt(s.d_model)
     call.tokens = pos.numel()
     return x
+
+
+def masked_lm_cached_log_probs(den, x: Tensor, causal: bool, rows: Tensor | None,
+                               call: CacheCall) -> Tensor:
+    """A ``MaskedLMDenoiser``'s packed rows from the call's positions: transformers' encoder
+    (BERT-style: ``cache`` and ``position_ids`` arguments, one attention module per layer)
+    handed a ``StoreCache`` and the 4D mask over every stored key. The template's tokens
+    ([CLS], [SEP]) are stored at the refresh and never recomputed after it."""
+    if rows is None:
+        raise ValueError("a cached call needs rows= (the rows of its positions)")
+    B, L = x.shape
+    p, q = den._prefix.numel(), den._suffix.numel()
+    ids = torch.cat([den._prefix.expand(B, p), den._to_model[x], den._suffix.expand(B, q)], 1)
+    width = ids.shape[1]
+    if call.start is None:
+        pos = torch.arange(width, device=x.device).expand(B, width)
+    else:
+        pos = call.positions(B, L, x.device) + p
+    cfg = den.model.config
+    heads = cfg.num_attention_heads
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
+    dtype = next(den.model.parameters()).dtype
+    store = store_for(call, cfg.num_hidden_layers,
+                      (B, getattr(cfg, "num_key_value_heads", heads), width, head_dim), dtype,
+                      x.device)
+    bi, r = rows.nonzero(as_tuple=True)
+    j = r + p - pos[bi, 0]
+    device_check(((j >= 0) & (j < pos.shape[1])).all(), "a cached call was asked for rows "
+                 "outside the positions it recomputes", RuntimeError)
+    decoder = den.model.get_output_embeddings()
+    hook = None if decoder is None else decoder.register_forward_pre_hook(
+        lambda module, args: (args[0][bi, j], *args[1:]))
+    try:
+        logits = den.model(input_ids=ids.gather(1, pos), position_ids=pos,
+                           attention_mask=additive_key_mask(pos, width, causal, dtype),
+                           cache=StoreCache(store, pos)).logits
+    finally:
+        if hook is not None:
+            hook.remove()
+    if decoder is None:
+        logits = logits[bi, j]
+    call.tokens = pos.numel()
+    return torch.log_softmax(den.token_space.columns(logits.float()), dim=-1)
+
+
+def probe_cache(den) -> bool:
+    """Whether a denoiser's cached calls give its uncached rows: a refresh, then a call over a
+    middle position with the same tokens (a model whose layers ignore the store, or number
+    positions their own way, fails)."""
+    device = next(den.parameters()).device
+    x = torch.tensor([[0, 1, den.mask_id, 0, 1]], device=device)  # engine ids: real tokens
+    rows = torch.zeros_like(x, dtype=torch.bool)
+    rows[0, 2] = True
+    t = torch.ones(1, device=device)
+    try:
+        with torch.inference_mode():
+            want = den.log_probs(x, t, rows=rows)
+            call = CacheCall(None, None, 5)
+            first = den.log_probs(x, t, rows=rows, cache=call)
+            again = den.log_probs(x, t, rows=rows,
+                                  cache=CacheCall(call.store, torch.tensor([2], device=device), 1))
+    except Exception:  # a model that takes no cache or mask this way has no cached mode
+        return False
+    return bool(torch.allclose(first, want, atol=1e-4, rtol=1e-3)
+                and torch.allclose(again, want, atol=1e-4, rtol=1e-3))

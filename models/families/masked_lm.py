@@ -41,6 +41,7 @@ from torch import Tensor
 from ..hub import CheckpointError, listing, parse_dtype
 from ..registry import Family, register
 from ._common import additive_mask, on_device, space_for, stored_shapes
+from .cached_trunks import masked_lm_cached_log_probs, probe_cache
 from .token_space_denoiser import SpaceDenoiser
 
 __all__ = ["MaskedLMDenoiser", "load_masked_lm"]
@@ -122,13 +123,16 @@ class MaskedLMDenoiser(SpaceDenoiser):
         return logits
 
     def log_probs(self, x: Tensor, t: Tensor | float, causal: bool = False,
-                  rows: Tensor | None = None) -> Tensor:
+                  rows: Tensor | None = None, cache: Any = None) -> Tensor:
         """``SpaceDenoiser.log_probs``: (B, L, V) float32, or (n, V) for ``rows``; the
-        wrapper tokens are added around ``x`` and never returned."""
+        wrapper tokens are added around ``x`` and never returned. ``cache``: a
+        ``decoding.cache.CacheCall`` (where the load-time probe found the model takes one)."""
         x, _ = self._check(x, t, rows)
         if causal and not self.supports_causal:
             raise ValueError(f"{type(self.model).__name__} has local or sparse attention "
                              "layers (or ignores a 4D mask): no causal (prefix-only) mode")
+        if cache is not None:
+            return masked_lm_cached_log_probs(self, x, causal, rows, cache)
         b, length = x.shape
         p, q = self._prefix.numel(), self._suffix.numel()
         ids = torch.cat([self._prefix.expand(b, p), self._to_model[x],
@@ -224,6 +228,8 @@ def load_masked_lm(folder: Path, cfg: dict, *, device: Any = None, dtype: Any = 
     den = on_device(den, device)
     if den.supports_causal:
         den.supports_causal = den.probe_causal()
+    if probe_cache(den):  # BERT-style encoders take transformers' cache and position ids
+        den.supports_cache = ("prefix", "dual")
     return den
 
 
