@@ -1,9 +1,9 @@
 """The frontier's methods: a guide and a strategy option of ``conf/``, composed with Hydra
 exactly as ``python -m experiments.run guide=<g> strategy=<s>`` composes them.
 
-``METHODS`` is the measured list (the README's tables); ``parse_method`` turns a command-line
-``<guide option>[K]/<strategy option>`` into one more, so a new option is measured without an
-edit here.
+``METHODS`` is the measured list (the tables of docs/results.md); ``parse_method`` turns a
+command-line ``<guide option>[K]/<strategy option>`` into one more, so a new option is
+measured without an edit here.
 """
 
 from __future__ import annotations

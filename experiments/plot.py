@@ -115,7 +115,7 @@ def draw(rows: list[dict], path: str | Path, title: str | None = None) -> None:
     alone = [r for r in rows if r.get("baseline") and r.get("gen_ppl") is not None]
     data = [r for r in rows if r["method"] == "data" and r.get("gen_ppl") is not None]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2), dpi=110)
-    labels, marks = [], []  # text at a point of ax2; what the text must not cover
+    labels, marks, paths = [], [], []  # text at a point of ax2; what the text must not cover
     for method in sorted({r["method"] for r in runs}):
         pts = sorted((r for r in runs if r["method"] == method), key=lambda r: r["num_steps"])
         xs, ys = [r["num_steps"] for r in pts], [r["gen_ppl"] for r in pts]
@@ -126,6 +126,7 @@ def draw(rows: list[dict], path: str | Path, title: str | None = None) -> None:
                      label=method)
         labels += [(str(r["num_steps"]), e, y, line.get_color()) for r, e, y in zip(pts, es, ys)]
         marks += _error_marks(es, ys, err)
+        paths.append((es, ys))
     for r in data:
         ax1.axhline(r["gen_ppl"], color="gray", linestyle="--", label="data")
         ax2.scatter([r["entropy"]], [r["gen_ppl"]], marker="*", s=150, color="black",
@@ -158,7 +159,7 @@ def draw(rows: list[dict], path: str | Path, title: str | None = None) -> None:
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    _place_labels(fig, ax2, labels, marks)
+    _place_labels(fig, ax2, labels, marks, paths)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
@@ -181,7 +182,7 @@ def _ppl_error(pts: list[dict]):
     return [lo, hi]
 
 
-def _error_marks(xs, ys, err, size: float = 5.0) -> list[tuple]:
+def _error_marks(xs, ys, err, size: float = 7.0) -> list[tuple]:
     """Each point's marker and error bar, as (x, y_low, y_high, half-width in pixels)."""
     lo, hi = err if err is not None else ([0.0] * len(xs), [0.0] * len(xs))
     return [(x, y - a, y + b, size) for x, y, a, b in zip(xs, ys, lo, hi)]
@@ -189,17 +190,18 @@ def _error_marks(xs, ys, err, size: float = 5.0) -> list[tuple]:
 
 # Where a label may sit around its point, nearest first: (dx, dy) in pixels from the point
 # to the text's anchor, and the anchor (horizontal, vertical alignment).
-_SPOTS = [(dx * r, dy * r, ha, va) for r in (5, 12, 22, 34)
+_SPOTS = [(dx * r, dy * r, ha, va) for r in (7, 13, 22, 34)
           for dx, dy, ha, va in ((1, 0.4, "left", "bottom"), (1, -0.4, "left", "top"),
                                  (-1, 0.4, "right", "bottom"), (-1, -0.4, "right", "top"),
                                  (0, 1.2, "center", "bottom"), (0, -1.2, "center", "top"),
                                  (1.2, 0, "left", "center"), (-1.2, 0, "right", "center"))]
 
 
-def _place_labels(fig, ax, labels: list[tuple], marks: list[tuple]) -> None:
-    """Annotate points so that no text covers another, a marker, an error bar or the axes'
-    edge: each label, in turn, takes the nearest spot around its point that is clear (its
-    drawn extent measured), else the spot that covers least."""
+def _place_labels(fig, ax, labels: list[tuple], marks: list[tuple], paths=()) -> None:
+    """Annotate points so that no text covers another, a marker, an error bar, a line
+    (``paths``: each method's (xs, ys)) or the axes' edge: each label, in turn, takes the
+    nearest spot around its point that is clear (its drawn extent measured), else the spot
+    that covers least."""
     fig.canvas.draw()  # fixes the axes' limits, so data map to final pixels
     renderer = fig.canvas.get_renderer()
     frame = ax.get_window_extent(renderer)
@@ -207,6 +209,13 @@ def _place_labels(fig, ax, labels: list[tuple], marks: list[tuple]) -> None:
     for x, y0, y1, half in marks:
         (px, py0), (_, py1) = ax.transData.transform([(x, y0), (x, y1)])
         blocked.append((px - half, min(py0, py1) - half, px + half, max(py0, py1) + half))
+    for xs, ys in paths:  # each segment as a chain of small squares
+        pts = ax.transData.transform(list(zip(xs, ys)))
+        for (ax0, ay0), (ax1, ay1) in zip(pts[:-1], pts[1:]):
+            n = max(1, int(math.hypot(ax1 - ax0, ay1 - ay0) / 3))
+            for i in range(n + 1):
+                qx, qy = ax0 + (ax1 - ax0) * i / n, ay0 + (ay1 - ay0) * i / n
+                blocked.append((qx - 1.5, qy - 1.5, qx + 1.5, qy + 1.5))
     placed = []
     for text, x, y, color in labels:
         note = ax.annotate(text, (x, y), fontsize=7, color=color, textcoords="offset pixels",
@@ -226,7 +235,7 @@ def _place_labels(fig, ax, labels: list[tuple], marks: list[tuple]) -> None:
                 break
         dx, dy, ha, va = best[1]
         note.remove()
-        far = abs(dx) + abs(dy) > 15  # far from its point: a leader line says whose it is
+        far = abs(dx) + abs(dy) > 25  # far from its point: a leader line says whose it is
         ax.annotate(text, (x, y), fontsize=7, color=color, textcoords="offset pixels",
                     xytext=(dx, dy), ha=ha, va=va, annotation_clip=False,
                     arrowprops=dict(arrowstyle="-", lw=0.5, color=color, shrinkA=1,
