@@ -286,6 +286,11 @@ def check_keys(cfg: DictConfig, groups, choices: dict | None = None) -> None:
             _check_node(node, _where(group, choices), dict.fromkeys(INJECTED))
 
 
+def wanted_injections(node: DictConfig) -> list[str]:
+    """The shared objects (``INJECTED``) a node's target takes, without building it."""
+    return _check_node(node, "node", dict.fromkeys(INJECTED))
+
+
 def build(node: DictConfig | None, group: str, choices: dict | None = None, **inject: Any) -> Any:
     """Instantiate one group's node, handing over the shared objects its target asks for.
 

@@ -15,9 +15,11 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from decoding import Coordinator
-from experiments.config import ConfigError, build, check_keys, validate
+from experiments.config import ConfigError, build, check_keys, validate, wanted_injections
 from experiments.metrics import Evaluator
+from models.families import checkpoint_tokenizer
 from models.pairing import pair_models
+from models.tokenizer_check import tokenizer_differences
 
 GROUPS = ("denoiser", "ar", "judge", "strategy", "guide", "schedule", "data", "corpus", "oracle",
           "logger")
@@ -82,6 +84,7 @@ class Session:
         self.cfg, self.choices = cfg, dict(choices or {})
         check_keys(cfg, GROUPS, self.choices)
         _ = self.schedule  # built now so that a bad value fails before any model loads
+        self._precheck_pair()
         if cfg.get("task", "generate") == "lm_eval":  # lengths come with the requests
             from experiments.lm_eval_run import require_lm_eval
 
@@ -134,6 +137,32 @@ class Session:
     @property
     def mask_id(self) -> int:
         return int(self.denoiser.mask_id)
+
+    def _precheck_pair(self) -> None:
+        """Before any weights load: a guide that takes an AR model has one, and the two
+        checkpoints' tokenizers (read from their folders or the hub cache) agree."""
+        guide, dnode, anode = (self.cfg.get(g) for g in ("guide", "denoiser", "ar"))
+        if not isinstance(guide, DictConfig) or "ar" not in wanted_injections(guide):
+            return
+        if anode is None:
+            raise ConfigError(
+                f"guide={self.name_of('guide')} needs an AR model that shares the tokenizer of "
+                f"denoiser={self.name_of('denoiser')}, but ar=none: name one with ar=<option> "
+                "(docs/families.md lists each family's natural guide), or use guide=none")
+        paths = [n.get("name_or_path") if isinstance(n, DictConfig) else None
+                 for n in (dnode, anode)]
+        if None in paths:
+            return
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            toks = [checkpoint_tokenizer(str(p)) for p in paths]
+        if None in toks:
+            return  # checked again on the loaded models
+        diffs = tokenizer_differences(*toks)
+        if diffs:
+            raise ConfigError(f"ar={self.name_of('ar')} with denoiser="
+                              f"{self.name_of('denoiser')}: the tokenizers disagree: "
+                              + "; ".join(diffs))
 
     @cached_property
     def ar(self):

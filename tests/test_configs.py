@@ -25,7 +25,7 @@ REQUIRED = {
     "denoiser": {"tiny", "hmm", "sedd_small", "sedd_medium", "mdlm_owt"},
     "ar": {"tiny", "hmm", "gpt2"},
     "judge": {"tiny", "hmm", "gpt2", "gpt2_large"},
-    "data": {"unconditional", "prefix", "infill"},
+    "data": {"unconditional", "prefix", "infill", "chat"},
     "logger": {"jsonl", "wandb"},
     "experiment": {"hmm_oracle", "shakespeare_sweep", "owt_sedd_medium"},
     "method": {"none_ancestral", "edlm_ancestral", "dcd_left_to_right"},
@@ -222,7 +222,11 @@ def test_every_strategy_and_guide_generate_on_the_oracle(strategy, guide):
 
 @pytest.mark.parametrize("data", options("data"))
 def test_every_task_builds_prompts(data):
-    cfg = compose_run(["experiment=hmm_oracle", f"data={data}", "num_samples=5"])
+    overrides = ["experiment=hmm_oracle", f"data={data}", "num_samples=5"]
+    if data == "chat":  # needs a tokenizer: the tiny models, a raw-text prompt
+        overrides = ["data=chat", "data.chat_template=false", "data.prompt_text=ROMEO.",
+                     "length=16", "num_samples=5", "reference_samples=0", "threads=1"]
+    cfg = compose_run(overrides)
     s = Session(cfg, {"data": data})
     prompts = s.prompts
     if data == "unconditional":

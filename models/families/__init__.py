@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..hub import read_config, resolve_folder
+from ..hub import load_tokenizer, read_config, resolve_folder
 from ..registry import Family, families
 from . import (
     bd3lm,  # noqa: F401
@@ -21,7 +21,7 @@ from . import (
     masked_lm,  # noqa: F401
 )
 
-__all__ = ["detect", "family_named", "load_denoiser"]
+__all__ = ["checkpoint_tokenizer", "detect", "family_named", "load_denoiser"]
 
 
 def detect(folder: str | os.PathLike) -> Family:
@@ -72,3 +72,35 @@ def load_denoiser(name_or_path: str | os.PathLike, family: str | None = None,
     folder = resolve_folder(name_or_path)
     chosen = chosen or detect(folder)
     return chosen.load(folder, read_config(folder), **options)
+
+
+def _local_folder(name_or_path: str | os.PathLike) -> Path | None:
+    """A folder, or the hub cache's snapshot of an id whose config.json is cached; no download."""
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return path
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(str(name_or_path), "config.json")
+    except Exception:  # not a hub id
+        return None
+    return Path(cached).parent if isinstance(cached, str) else None
+
+
+def checkpoint_tokenizer(name_or_path: str | os.PathLike) -> Any:
+    """A checkpoint's tokenizer, read without its weights and without downloading, or None.
+
+    For checks that must run before a large model loads (a pairing's tokenizers).
+    """
+    folder = _local_folder(name_or_path)
+    if folder is None or not (folder / "config.json").exists():
+        return None
+    try:
+        family = next((f for f in families() if str(name_or_path) in f.hub_ids), None)
+        family = family or detect(folder)
+        if family.tokenizer is not None:
+            return family.tokenizer(folder)
+    except Exception:  # an unknown layout is reported when the model itself loads
+        pass
+    return load_tokenizer(folder, warn=False)
