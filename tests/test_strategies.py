@@ -120,6 +120,25 @@ def test_blocks_go_left_to_right():
     assert blocks_per_step == [{0}, {0}, {1}, {1}, {2}, {2}]
 
 
+def test_blocks_can_start_after_the_prompt():
+    """LLaDA's and Fast-dLLM's blocks tile the generated part: with a 4-token prompt, 8 steps
+    over two blocks of 4 reveal one position a step (a prompt block would take steps)."""
+    seen = []
+
+    class Spy(Ancestral):
+        def select(self, info, state, generator):
+            sel = super().select(info, state, generator)
+            seen.append(sel.reveal.nonzero()[:, 1].tolist())
+            return sel
+
+    prompt = torch.full((12,), M)
+    prompt[:4] = 1
+    _generate(Blocks(4, inner=Spy(mode="exact"), start="generation"), steps=8, prompt=prompt,
+              n=1)
+    assert [len(p) for p in seen] == [1] * 8
+    assert [{(p - 4) // 4 for p in positions} for positions in seen] == [{0}] * 4 + [{1}] * 4
+
+
 def test_blocks_stop_at_eos_fills_the_rest():
     res = _generate(Blocks(3, stop_at_eos=True, eos_id=0), steps=4, prompt=None, n=64)
     for row in res.tokens.tolist():
