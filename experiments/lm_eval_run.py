@@ -31,19 +31,12 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from experiments.config import ConfigError, _path, identity
+from experiments.lm_eval_check import require_lm_eval
 from experiments.provenance import software
 from experiments.store import RunStore, atomic_write
 
 log = logging.getLogger(__name__)
-INSTALL = 'task=lm_eval needs lm-evaluation-harness: pip install "duet-dlm[eval]"'
 SCORED = ("loglikelihood", "loglikelihood_rolling", "multiple_choice")
-
-
-def require_lm_eval() -> None:
-    try:
-        import lm_eval.api.model  # noqa: F401
-    except ImportError as err:
-        raise ConfigError(INSTALL) from err
 
 
 def task_manager(spec: DictConfig):

@@ -86,7 +86,7 @@ class Session:
         _ = self.schedule  # built now so that a bad value fails before any model loads
         self._precheck_pair()
         if cfg.get("task", "generate") == "lm_eval":  # lengths come with the requests
-            from experiments.lm_eval_run import require_lm_eval
+            from experiments.lm_eval_check import require_lm_eval
 
             require_lm_eval()
             return

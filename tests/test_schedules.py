@@ -62,9 +62,9 @@ def spy_noise(denoiser):
     """Record (masked fraction of the input, noise input) at every backbone call."""
     seen, trunk = [], denoiser.backbone.trunk
 
-    def spy(x, sigma, causal=False):
+    def spy(x, sigma, *args, **kwargs):
         seen.append((float((x == denoiser.mask_id).double().mean()), sigma.clone()))
-        return trunk(x, sigma, causal)
+        return trunk(x, sigma, *args, **kwargs)
 
     denoiser.backbone.trunk = spy
     return seen

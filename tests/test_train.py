@@ -154,7 +154,7 @@ def test_windowed_guide_and_ema_through_the_entry_point(tmp_path, monkeypatch):
         f"hydra.run.dir={tmp_path / 'hydra'}",
     ]
     monkeypatch.setattr(sys, "argv", ["training", *overrides])
-    from training.__main__ import main
+    from experiments.train import main
 
     main()
     from models.ar.loading import load_ar

@@ -46,7 +46,8 @@ from ..ddit.formats import resolve_tokenizer
 from ..hub import CheckpointError, listing, load_into, read_weights
 from ..registry import Family, register
 from ._common import on_device, space_for
-from .token_space_denoiser import SpaceDenoiser, space_head_log_probs
+from .space_head import space_head_log_probs
+from .token_space_denoiser import SpaceDenoiser
 
 __all__ = ["BD3LMDenoiser", "block_causal_mask", "load_bd3lm"]
 

@@ -34,7 +34,7 @@ def cached_log_probs(den, x: Tensor, causal: bool, rows: Tensor | None,
                      call: CacheCall) -> Tensor:
     """A ``SpaceDenoiser``'s packed rows ``rows`` (B, L) from the call's positions, and the one
     before them when the logits are shifted (row i is read from hidden state i-1)."""
-    from .token_space_denoiser import space_head_log_probs
+    from .space_head import space_head_log_probs
 
     if rows is None:
         raise ValueError("a cached call needs rows= (the rows of its positions)")
