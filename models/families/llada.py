@@ -30,8 +30,8 @@ import torch
 from torch import Tensor
 
 from ..registry import Family, register
-from .llada_network import LLaDANetwork, LLaDAShape
 from .cached_trunks import llada_cached_features
+from .llada_network import LLaDANetwork, LLaDAShape
 from .token_space_denoiser import SpaceDenoiser, family_tokenizer, stream_into, token_space
 
 __all__ = ["LLaDADenoiser", "claims", "llada_shape", "load_llada"]
