@@ -268,3 +268,20 @@ def test_run_key_cache_is_checked_and_reaches_the_metrics(tmp_path):
                       .splitlines()][0]
     assert out["dual"]["cache"] == "dual" and out["none"]["cache"] == "none"
     assert out["dual"]["denoiser_tokens"] < out["none"]["denoiser_tokens"] == 4 * 16
+
+
+def test_cache_benchmark_smoke(capsys):
+    import importlib
+    import sys
+
+    bench = Path(__file__).resolve().parents[1] / "benchmarks"
+    if str(bench) not in sys.path:
+        sys.path.insert(0, str(bench))
+    rows = importlib.import_module("cache").main(["--quick"])
+    printed = capsys.readouterr().out
+    parts = {r["part"] for r in rows}
+    assert parts == {"quality", "dcd", "shapes"} and "target" in printed
+    quality = [r for r in rows if r["part"] == "quality"]
+    assert [r["cache"] for r in quality] == ["none", "prefix", "dual"]
+    assert quality[2]["tokens_per_sample"] < quality[1]["tokens_per_sample"] < \
+        quality[0]["tokens_per_sample"]
