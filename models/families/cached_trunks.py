@@ -112,26 +112,11 @@ def dream_cached_features(model, ids: Tensor, pos: Tensor, call: CacheCall,
 
 def _llada_block(block, x: Tensor, sin: Tensor, cos: Tensor, kv: list[Tensor], index: Tensor,
                  mask: Tensor | None) -> Tensor:
-    from .llada_network import _activation, _rotate
+    from .llada_network import _activation
 
     s = block.shape
     B, T, d = x.shape
-    h = block.attn_norm(x)
-    if s.block_type == "llama":
-        q, k, v = block.q_proj(h), block.k_proj(h), block.v_proj(h)
-    else:
-        width = s.n_kv_heads * s.head_dim
-        q, k, v = block.att_proj(h).split((d, width, width), dim=-1)
-    if s.attention_layer_norm:
-        q, k = block.q_norm(q).to(k.dtype), block.k_norm(k).to(k.dtype)
-    q = q.view(B, T, s.n_heads, s.head_dim).transpose(1, 2)
-    k = k.view(B, T, s.n_kv_heads, s.head_dim).transpose(1, 2)
-    v = v.view(B, T, s.n_kv_heads, s.head_dim).transpose(1, 2)
-    if s.rope_full_precision:
-        q, k = _rotate(q.float(), sin, cos).type_as(q), _rotate(k.float(), sin, cos).type_as(k)
-    else:
-        q, k = _rotate(q, sin.type_as(q), cos.type_as(q)), _rotate(k, sin.type_as(k),
-                                                                   cos.type_as(k))
+    q, k, v = block.qkv(x, sin, cos)
     keys, values = kv
     at = index.expand(-1, s.n_kv_heads, -1, s.head_dim)
     keys.scatter_(2, at, k.to(keys.dtype))

@@ -135,7 +135,8 @@ class _Block(nn.Module):
         self.attn_out = nn.Linear(d, d, bias=shape.include_bias)
         self.ff_out = nn.Linear(shape.ff_out_features, d, bias=shape.include_bias)
 
-    def forward(self, x: Tensor, sin: Tensor, cos: Tensor, causal: bool) -> Tensor:
+    def qkv(self, x: Tensor, sin: Tensor, cos: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(B, T, d) -> q (B, heads, T, hd), k and v (B, kv_heads, T, hd), rotary applied."""
         s = self.shape
         B, T, d = x.shape
         h = self.attn_norm(x)
@@ -154,6 +155,12 @@ class _Block(nn.Module):
         else:
             q, k = _rotate(q, sin.type_as(q), cos.type_as(q)), _rotate(k, sin.type_as(k),
                                                                        cos.type_as(k))
+        return q, k, v
+
+    def forward(self, x: Tensor, sin: Tensor, cos: Tensor, causal: bool) -> Tensor:
+        s = self.shape
+        B, T, d = x.shape
+        q, k, v = self.qkv(x, sin, cos)
         if s.n_kv_heads != s.n_heads:
             rep = s.n_heads // s.n_kv_heads
             k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
